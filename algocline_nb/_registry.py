@@ -1,0 +1,642 @@
+"""AsyncSessionRegistry: the verbs of CONTRACT §1, the per-session driver, and the GC.
+
+All of it runs on one asyncio loop (the loop the registry is first used on). The driver is not a
+task per session: Lua steps run on worker threads (``_lua._executor``) and their results come
+back as callbacks on the loop, so a paused session costs its record and its Lua runtime only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from ._bus import Observer
+from ._errors import (
+    AlreadyCancelledError,
+    InvalidPayloadError,
+    InvalidSpecError,
+    NotPausedError,
+    SessionNotFoundError,
+    SpawnError,
+    UnknownQueryError,
+)
+from ._lua._executor import LuaExecutor
+from ._lua._runtime import Cancelled as StepCancelled
+from ._lua._runtime import Finished, LuaConfig, Pause, StepFailed, StepResult
+from ._session import Budget, Session
+from ._types import (
+    Advice,
+    CancelCode,
+    CancelReason,
+    Continued,
+    Done,
+    Eval,
+    ExecutionResult,
+    ExecutionState,
+    Failed,
+    FailureInfo,
+    FailureKind,
+    Partial,
+    Paused,
+    QueryResponse,
+    ResumeAccepted,
+    ResumeOutcome,
+    ResumePayload,
+    Run,
+    Running,
+    SessionSnapshot,
+    SessionSpec,
+    SpecKind,
+    TerminalOutcome,
+    Tick,
+    now_ms,
+)
+from ._types import Cancelled as CancelledState
+
+__all__ = ["DEFAULT_MEMORY_LIMIT", "AsyncSessionRegistry", "GcStats"]
+
+DEFAULT_MEMORY_LIMIT: Final = 256 * 1024 * 1024
+_ids = itertools.count()
+_GC_SLICE: Final = 0.002
+"""Longest a GC sweep holds the loop before it yields (seconds)."""
+
+Answer = str | Sequence[str] | Mapping[str, Any] | ResumePayload | QueryResponse
+Spec = SessionSpec | SpecKind | str | Mapping[str, Any]
+
+
+def _new_id() -> str:
+    return f"ses-{now_ms()}-{next(_ids)}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GcStats:
+    """One GC sweep: when, how long, and what it did with the sessions it saw."""
+
+    started_at: int
+    duration_ms: float
+    scanned: int
+    evicted: int
+    kept_observed: int
+    kept_live: int
+    kept_young: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _seconds(value: float | timedelta, name: str) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 0:
+        raise ValueError(f"{name} must not be negative, got {seconds}")
+    return seconds
+
+
+def _app_dir(app_dir: str | os.PathLike[str] | None) -> Path:
+    if app_dir is not None:
+        return Path(app_dir).expanduser()
+    env = os.environ.get("ALC_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".algocline"
+
+
+def _package_roots(package_path: Iterable[str | os.PathLike[str]] | None) -> list[Path]:
+    roots = [Path(p).expanduser() for p in package_path or ()]
+    env = os.environ.get("ALC_PACKAGES_PATH", "")
+    roots += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+    roots.append(Path.home() / ".algocline" / "packages")
+    return roots
+
+
+class AsyncSessionRegistry:
+    """Sessions of Lua strategies on the caller's asyncio loop.
+
+    Parameters
+    ----------
+    app_dir
+        Where ``alc.state`` files live (``<app_dir>/state``); default ``$ALC_HOME``, else
+        ``~/.algocline``.
+    package_path
+        Package roots searched first by ``require`` (then ``$ALC_PACKAGES_PATH``, then
+        ``~/.algocline/packages``).
+    memory_limit
+        Bytes of Lua memory per session (default 256 MiB); exceeding it fails the session.
+    sandbox
+        Remove ``io``, ``os.execute``, ``os.remove``, ``os.rename`` from strategies.
+    responder
+        Answers pauses automatically (see ``algocline_nb.responders``).
+
+    The registry binds to the running loop on first use; every verb must then be called on
+    that loop (the blocking ``SessionRegistry`` does this for you from any thread).
+    """
+
+    def __init__(
+        self,
+        *,
+        app_dir: str | os.PathLike[str] | None = None,
+        package_path: Iterable[str | os.PathLike[str]] | None = None,
+        memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
+        sandbox: bool = False,
+        responder: Any = None,
+    ) -> None:
+        if memory_limit is not None and memory_limit <= 0:
+            raise ValueError("memory_limit must be a positive number of bytes (or None)")
+        self.app_dir = _app_dir(app_dir)
+        self.package_roots = _package_roots(package_path)
+        self.memory_limit = memory_limit
+        self.sandbox = bool(sandbox)
+        self.responder = responder
+        self._config = LuaConfig(
+            package_path=";".join(f"{root}/?.lua;{root}/?/init.lua" for root in self.package_roots),
+            memory_limit=memory_limit,
+            sandbox=self.sandbox,
+            state_dir=str(self.app_dir / "state"),
+            cards_dir=str(self.app_dir / "cards"),
+            scenarios_dir=str(self.app_dir / "scenarios"),
+        )
+        self._sessions: dict[str, Session] = {}
+        self._terminal: dict[str, None] = {}  # terminal ids in order of termination
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor: LuaExecutor | None = None
+        self._gc_task: asyncio.Task[None] | None = None
+        self._gc_stats: list[GcStats] = []
+        self._closed = False
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+            self._executor = LuaExecutor(loop)
+        elif loop is not self._loop:
+            raise RuntimeError(
+                "this AsyncSessionRegistry belongs to another event loop; use it there, or use"
+                " the blocking SessionRegistry from other threads"
+            )
+        return loop
+
+    def _get(self, session_id: str) -> Session:
+        try:
+            return self._sessions[session_id]
+        except (KeyError, TypeError):
+            raise SessionNotFoundError(str(session_id)) from None
+
+    # ------------------------------------------------------------------ spawn
+
+    async def spawn(
+        self,
+        spec: Spec,
+        *,
+        ctx: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        responder: Any = None,
+    ) -> str:
+        """Register a session for ``spec`` and return its id before the strategy runs a step.
+
+        ``spec`` is a ``SessionSpec``, a ``Run``/``Advice``/``Eval``, a JSON dict of a spec, or
+        a string of Lua code. ``ctx`` (a JSON object) replaces the spec's ctx.
+        """
+        return self.spawn_nowait(spec, ctx=ctx, name=name, responder=responder)
+
+    def spawn_nowait(
+        self,
+        spec: Spec,
+        *,
+        ctx: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        responder: Any = None,
+    ) -> str:
+        """``spawn`` as a plain call (on the registry's loop thread)."""
+        loop = self._bind()
+        if self._closed:
+            raise SpawnError("the registry is closed")
+        full = _normalize_spec(spec)
+        if ctx is not None:
+            full = dataclasses.replace(full, ctx=ctx)
+        kind = full.kind
+        if isinstance(kind, Advice | Eval):
+            raise InvalidSpecError(
+                f"{type(kind).__name__} specs are not supported yet; use Run (Lua code)"
+            )
+        if not isinstance(kind, Run):
+            raise InvalidSpecError(f"unknown spec kind {kind!r}")
+        if not isinstance(kind.code, str) or not kind.code.strip():
+            raise InvalidSpecError("code must not be empty")
+        ctx_json, budget = _check_ctx(full.ctx)
+        if name is not None and not isinstance(name, str):
+            raise InvalidSpecError(f"name must be a string, got {type(name).__name__}")
+        assert self._executor is not None
+        session = Session(
+            _new_id(),
+            spec_kind=kind.kind,
+            code=kind.code,
+            ctx_json=ctx_json,
+            budget=budget,
+            name=name,
+            loop=loop,
+            post=self._executor.post,
+            responder=responder,
+        )
+        self._sessions[session.session_id] = session
+        loop.call_soon(self._start, session)
+        return session.session_id
+
+    # ------------------------------------------------------------------ the driver
+
+    def _start(self, session: Session) -> None:
+        if session.state.is_terminal or session.lua is None:
+            return
+        if session.cancel_requested:  # checkpoint A: cancelled before the first step
+            self._finish_cancel(session)
+            return
+        session.started = time.monotonic()
+        session.emit(Tick, "running")
+        assert self._executor is not None
+        self._executor.submit(
+            session.lua.start,
+            (session, self._config, session.code, session.ctx_json),
+            lambda result: self._on_step(session, result),
+        )
+
+    def _on_step(self, session: Session, result: StepResult | BaseException) -> None:
+        if session.state.is_terminal:
+            return
+        if session.cancel_requested:  # checkpoint D: cancellation wins over any result
+            self._finish_cancel(session)
+            return
+        if isinstance(result, Pause):
+            session.pause(result.prompts)
+            return
+        if isinstance(result, Finished):
+            usage = session.usage()
+            session.transition(Done(ExecutionResult(result.value, usage, now_ms())))
+        elif isinstance(result, StepFailed):
+            session.transition(Failed(FailureInfo(result.message, result.kind, now_ms())))
+        elif isinstance(result, StepCancelled):  # pragma: no cover - needs cancel_requested
+            self._finish_cancel(session)
+        else:
+            message = f"engine error: {type(result).__name__}: {result}"
+            session.transition(Failed(FailureInfo(message, FailureKind.ENGINE_ERROR, now_ms())))
+        self._on_terminal(session)
+
+    def _finish_cancel(self, session: Session) -> None:
+        if session.transition(CancelledState(session.cancel_info())):
+            self._on_terminal(session)
+
+    def _on_terminal(self, session: Session) -> None:
+        if session.state.is_terminal:
+            self._terminal[session.session_id] = None
+
+    # ------------------------------------------------------------------ verbs
+
+    async def state(self, session_id: str) -> ExecutionState:
+        """The session's current state."""
+        return self.state_nowait(session_id)
+
+    def state_nowait(self, session_id: str) -> ExecutionState:
+        return self._get(session_id).state
+
+    async def resume(self, session_id: str, answer: Answer) -> ResumeOutcome:
+        """Answer some or all pending queries of a paused session.
+
+        ``answer`` is a ``str`` (the only pending query), a list of ``str`` (the pending
+        queries in order), a ``{query_id: text}`` dict, a ``ResumePayload`` or its JSON dict,
+        or a ``QueryResponse``. Returns ``Continued`` when the strategy runs again, or
+        ``Partial`` with the ids still pending.
+        """
+        return self.resume_nowait(session_id, answer)
+
+    def resume_nowait(self, session_id: str, answer: Answer) -> ResumeOutcome:
+        session = self._get(session_id)
+        state = session.state
+        if session.cancel_requested or isinstance(state, CancelledState):  # checkpoint C
+            raise AlreadyCancelledError()
+        if not isinstance(state, Paused) or session.pending is None:
+            raise NotPausedError(state.tag)
+        remaining = list(session.pending)
+        responses = _responses(answer, remaining)
+        ids = [r.query_id for r in responses]
+        dupes = sorted({qid for qid in ids if ids.count(qid) > 1})
+        if dupes:
+            raise InvalidPayloadError(f"query ids answered twice: {', '.join(dupes)}")
+        unknown = [r.query_id for r in responses if r.query_id not in session.pending]
+        if unknown:
+            raise UnknownQueryError(unknown, remaining)
+        for r in responses:
+            session.answer(r.query_id, r.response, r.error, r.usage)
+        if session.pending:
+            return Partial(tuple(session.pending))
+        self._continue(session, state)
+        return Continued()
+
+    def _continue(self, session: Session, paused: Paused) -> None:
+        """Every query is answered: Paused → Running, then the next step of the strategy."""
+        session.pending = None
+        session.transition(Running())
+        session.emit(ResumeAccepted, paused.info.kind)
+        records = session.calls[-len(paused.info.prompts) :]
+        error = next((c.error for c in records if c.error is not None), None)
+        answers = None if error is not None else [c.response or "" for c in records]
+        lua = session.lua
+        assert lua is not None
+        assert self._executor is not None
+        self._executor.submit(
+            lua.resume,
+            (answers, error, self.memory_limit),
+            lambda result: self._on_step(session, result),
+        )
+
+    async def cancel(
+        self, session_id: str, reason: CancelReason | CancelCode | str | None = None
+    ) -> None:
+        """Cancel a session (idempotent). Paused: at once; running: at its next checkpoint.
+
+        The first caller's reason is the one recorded. A ``str`` reason is its detail.
+        """
+        self.cancel_nowait(session_id, reason)
+
+    def cancel_nowait(
+        self, session_id: str, reason: CancelReason | CancelCode | str | None = None
+    ) -> None:
+        session = self._get(session_id)
+        if session.state.is_terminal:
+            return
+        if session.cancel_reason is None:
+            session.cancel_reason = _reason(reason)
+        session.cancel_requested = True
+        if isinstance(session.state, Paused):
+            self._finish_cancel(session)
+
+    def observe(self, session_id: str, *, replay: bool = False) -> Observer:
+        """Subscribe to the session's events (``replay=True``: its whole history first)."""
+        return self._get(session_id).bus.subscribe(replay=replay)
+
+    async def await_terminal(
+        self, session_id: str, timeout: float | None = None
+    ) -> TerminalOutcome:
+        """Wait until the session ends; ``TimeoutError`` after ``timeout`` seconds."""
+        session = self._get(session_id)
+        if not session.state.is_terminal:
+            loop = self._bind()
+            fut: asyncio.Future[None] = loop.create_future()
+            if session.waiters is None:
+                session.waiters = []
+            session.waiters.append(fut)
+            try:
+                async with asyncio.timeout(timeout):
+                    await fut
+            except TimeoutError:
+                raise TimeoutError(f"session {session_id} did not end within {timeout} s") from None
+            finally:
+                if session.waiters and fut in session.waiters:
+                    session.waiters.remove(fut)
+        return session.state.to_outcome()
+
+    async def sessions(self) -> list[SessionSnapshot]:
+        """Snapshots of every session, oldest first."""
+        return self.sessions_nowait()
+
+    def sessions_nowait(self) -> list[SessionSnapshot]:
+        return [s.snapshot() for s in self._sessions.values()]
+
+    async def snapshot(self, session_id: str) -> SessionSnapshot:
+        """A snapshot of one session."""
+        return self._get(session_id).snapshot()
+
+    def history(self, session_id: str) -> list[Any]:
+        """A copy of the session's full event history."""
+        return list(self._get(session_id).bus.events)
+
+    # ------------------------------------------------------------------ GC
+
+    async def spawn_gc_task(self, ttl: float | timedelta, interval: float | timedelta) -> None:
+        """Start (or replace) the sweeper: evict terminal, unobserved sessions idle for ``ttl``.
+
+        The first sweep runs ``interval`` seconds after this call, then every ``interval``.
+        """
+        self.spawn_gc_task_nowait(ttl, interval)
+
+    def spawn_gc_task_nowait(self, ttl: float | timedelta, interval: float | timedelta) -> None:
+        ttl_s = _seconds(ttl, "ttl")
+        interval_s = _seconds(interval, "interval")
+        if interval_s == 0:
+            raise ValueError("interval must be positive")
+        loop = self._bind()
+        if self._gc_task is not None:
+            self._gc_task.cancel()
+        self._gc_task = loop.create_task(self._gc_loop(ttl_s, interval_s), name="algocline-gc")
+
+    async def _gc_loop(self, ttl: float, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.gc_sweep(ttl)
+
+    async def gc_sweep(self, ttl: float | timedelta) -> GcStats:
+        """Run one sweep now (what the GC task does every interval) and record its row."""
+        ttl_ms = _seconds(ttl, "ttl") * 1000
+        started_at = now_ms()
+        t0 = time.perf_counter()
+        scanned = len(self._sessions)
+        evicted = observed = 0
+        slice_end = time.perf_counter() + _GC_SLICE
+        for sid in list(self._terminal):
+            session = self._sessions.get(sid)
+            if session is None:
+                self._terminal.pop(sid, None)
+                continue
+            if now_ms() - session.last_activity_at < ttl_ms:
+                break  # terminal ids are in order of their last event: the rest are younger
+            if session.bus.observers > 0:
+                observed += 1
+            else:
+                del self._sessions[sid]
+                del self._terminal[sid]
+                session.bus.drop()
+                evicted += 1
+            if time.perf_counter() > slice_end:
+                await asyncio.sleep(0)
+                slice_end = time.perf_counter() + _GC_SLICE
+        live = len(self._sessions) - len(self._terminal)
+        stats = GcStats(
+            started_at=started_at,
+            duration_ms=(time.perf_counter() - t0) * 1000,
+            scanned=scanned,
+            evicted=evicted,
+            kept_observed=observed,
+            kept_live=live,
+            kept_young=len(self._terminal) - observed,
+        )
+        self._gc_stats.append(stats)
+        return stats
+
+    def gc_stats(self) -> list[GcStats]:
+        """Every sweep's statistics row, oldest first."""
+        return list(self._gc_stats)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def close(self, timeout: float = 1.0) -> None:
+        """Cancel live sessions (reason ``system_shutdown``), stop GC and the Lua workers."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._gc_task is not None:
+            self._gc_task.cancel()
+            self._gc_task = None
+        live = [s for s in self._sessions.values() if not s.state.is_terminal]
+        for s in live:
+            self.cancel_nowait(
+                s.session_id, CancelReason(CancelCode.SYSTEM_SHUTDOWN, "registry closed")
+            )
+        running = [s for s in live if not s.state.is_terminal]
+        if running:
+            waits = [self.await_terminal(s.session_id) for s in running]
+            _done, pending = await asyncio.wait(
+                [asyncio.ensure_future(w) for w in waits], timeout=timeout
+            )
+            for p in pending:
+                p.cancel()
+            for s in running:
+                if not s.state.is_terminal:
+                    self._finish_cancel(s)
+        for s in self._sessions.values():
+            s.bus.drop()
+        if self._executor is not None:
+            self._executor.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def __aenter__(self) -> AsyncSessionRegistry:
+        self._bind()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<AsyncSessionRegistry sessions={len(self._sessions)}>"
+
+
+# ---------------------------------------------------------------------- input normalisation
+
+
+def _normalize_spec(spec: Spec) -> SessionSpec:
+    if isinstance(spec, SessionSpec):
+        return spec
+    if isinstance(spec, str):
+        return SessionSpec(Run(spec))
+    if isinstance(spec, SpecKind):
+        return SessionSpec(spec)
+    if isinstance(spec, Mapping):
+        try:
+            if isinstance(spec.get("kind"), Mapping):
+                return SessionSpec.from_dict(spec)
+            return SessionSpec(SpecKind.from_dict(spec))
+        except ValueError as exc:
+            raise InvalidSpecError(str(exc)) from None
+    raise InvalidSpecError(
+        f"spec must be Lua code (str), Run/Advice/Eval or SessionSpec, not {type(spec).__name__}"
+    )
+
+
+def _check_ctx(ctx: Any) -> tuple[str | None, Budget | None]:
+    if ctx is None:
+        return None, None
+    if not isinstance(ctx, Mapping):
+        raise InvalidSpecError(f"ctx must be a JSON object (dict), not {type(ctx).__name__}")
+    try:
+        text = json.dumps(ctx, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidSpecError(f"ctx is not JSON-able: {exc}") from None
+    try:
+        budget = Budget.from_ctx(ctx)
+    except ValueError as exc:
+        raise InvalidSpecError(str(exc)) from None
+    return (None if text == "{}" else text), budget
+
+
+def _reason(reason: CancelReason | CancelCode | str | Mapping[str, Any] | None) -> CancelReason:
+    if reason is None:
+        return CancelReason()
+    if isinstance(reason, CancelReason):
+        return reason
+    if isinstance(reason, CancelCode):
+        return CancelReason(reason)
+    if isinstance(reason, str):
+        return CancelReason(CancelCode.USER, reason)
+    if isinstance(reason, Mapping):
+        return CancelReason.from_dict(reason)
+    raise TypeError(
+        f"reason must be a CancelReason, CancelCode or str, not {type(reason).__name__}"
+    )
+
+
+def _responses(answer: Answer, remaining: list[str]) -> list[QueryResponse]:
+    """Normalise every accepted answer form into ``QueryResponse`` values."""
+    if isinstance(answer, str):
+        if len(remaining) != 1:
+            raise InvalidPayloadError(
+                f"a single answer needs exactly one pending query; {len(remaining)} are pending"
+                f" ({', '.join(remaining)}): answer with a list or a {{query_id: text}} dict"
+            )
+        return [QueryResponse(remaining[0], answer)]
+    if isinstance(answer, QueryResponse):
+        return [answer]
+    if isinstance(answer, ResumePayload):
+        return list(answer.responses)
+    if isinstance(answer, Mapping):
+        if "payload_kind" in answer:
+            try:
+                return list(ResumePayload.from_dict(answer).responses)
+            except ValueError as exc:
+                raise InvalidPayloadError(str(exc)) from None
+        out = []
+        for qid, text in answer.items():
+            if isinstance(text, QueryResponse):
+                out.append(text)
+            elif isinstance(qid, str) and isinstance(text, str):
+                out.append(QueryResponse(qid, text))
+            else:
+                raise InvalidPayloadError(
+                    f"a dict answer maps query ids to text; got {qid!r}: {type(text).__name__}"
+                )
+        if not out:
+            raise InvalidPayloadError("the answer is empty")
+        return out
+    if isinstance(answer, Sequence) and not isinstance(answer, bytes | bytearray):
+        items = list(answer)
+        if len(items) != len(remaining):
+            raise InvalidPayloadError(
+                f"{len(items)} answers for {len(remaining)} pending queries"
+                f" ({', '.join(remaining)})"
+            )
+        out = []
+        for qid, text in zip(remaining, items, strict=True):
+            if isinstance(text, QueryResponse):
+                out.append(text)
+            elif isinstance(text, str):
+                out.append(QueryResponse(qid, text))
+            else:
+                raise InvalidPayloadError(
+                    f"answers must be strings, got {type(text).__name__} for {qid}"
+                )
+        return out
+    raise InvalidPayloadError(
+        f"unsupported answer type {type(answer).__name__}: use str, list[str],"
+        " {query_id: text}, a ResumePayload or its JSON dict"
+    )

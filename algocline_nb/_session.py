@@ -1,0 +1,382 @@
+"""One session: its state machine (a transition table), event history, LLM-call records, snapshot.
+
+Every state change goes through ``Session.transition``, which checks the table and emits the
+``state_transition`` event; every other event goes through ``Session.emit``. Both run on the
+registry's loop thread only. ``host_call`` is the one method Lua worker threads call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from ._bus import Bus
+from ._lua._runtime import LuaSession, lua_source
+from ._types import (
+    CancelInfo,
+    Cancelled,
+    CancelReason,
+    ExecutionState,
+    ExecutionStateTag,
+    LlmCallBegin,
+    LlmCallEnd,
+    Note,
+    Paused,
+    PauseInfo,
+    PauseKind,
+    PausePrompt,
+    PauseRequested,
+    Progress,
+    ProgressEvent,
+    Running,
+    SessionSnapshot,
+    StateTransition,
+    TokenUsage,
+    estimate_tokens,
+    now_ms,
+)
+
+__all__ = ["TRANSITIONS", "Budget", "CallRecord", "Session"]
+
+R, P, D, C, F = (
+    ExecutionStateTag.RUNNING,
+    ExecutionStateTag.PAUSED,
+    ExecutionStateTag.DONE,
+    ExecutionStateTag.CANCELLED,
+    ExecutionStateTag.FAILED,
+)
+
+TRANSITIONS: Final[Mapping[ExecutionStateTag, frozenset[ExecutionStateTag]]] = {
+    R: frozenset({P, D, F, C}),
+    P: frozenset({R, C}),
+    D: frozenset(),
+    C: frozenset(),
+    F: frozenset(),
+}
+"""Allowed moves; anything else (in particular leaving a terminal state) is refused."""
+
+
+class Budget:
+    """``ctx.budget``: limits checked by ``alc.llm`` before each pause."""
+
+    __slots__ = ("max_elapsed_ms", "max_llm_calls", "max_tokens")
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        self.max_llm_calls: int | None = _limit(spec, "max_llm_calls")
+        self.max_elapsed_ms: int | None = _limit(spec, "max_elapsed_ms")
+        self.max_tokens: int | None = _limit(spec, "max_tokens")
+
+    @classmethod
+    def from_ctx(cls, ctx: Mapping[str, Any] | None) -> Budget | None:
+        """The budget in ``ctx["budget"]``, or ``None`` when no limit is set."""
+        spec = None if ctx is None else ctx.get("budget")
+        if spec is None:
+            return None
+        if not isinstance(spec, Mapping):
+            raise ValueError("ctx.budget must be an object")
+        budget = cls(spec)
+        if budget.max_llm_calls is budget.max_elapsed_ms is budget.max_tokens is None:
+            return None
+        return budget
+
+
+def _limit(spec: Mapping[str, Any], key: str) -> int | None:
+    value = spec.get(key)
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"ctx.budget.{key} must be a non-negative integer, got {value!r}")
+    return value
+
+
+class CallRecord:
+    """One LLM query of a session: prompt, answer, tokens and timing (mutable, loop thread)."""
+
+    __slots__ = (
+        "answered_at",
+        "completion_tokens",
+        "error",
+        "max_tokens",
+        "pause_index",
+        "prompt",
+        "prompt_tokens",
+        "query_id",
+        "requested_at",
+        "response",
+        "system",
+        "usage_provided",
+    )
+
+    def __init__(self, prompt: PausePrompt, pause_index: int, at: int) -> None:
+        self.query_id = prompt.query_id
+        self.prompt = prompt.prompt
+        self.system = prompt.system
+        self.max_tokens = prompt.max_tokens
+        self.pause_index = pause_index
+        self.requested_at = at
+        self.prompt_tokens = estimate_tokens(prompt.prompt) + estimate_tokens(prompt.system or "")
+        self.completion_tokens = 0
+        self.response: str | None = None
+        self.error: str | None = None
+        self.answered_at: int | None = None
+        self.usage_provided = False
+
+
+class Session:
+    """A session's record: what it runs, where it is, what happened to it."""
+
+    __slots__ = (
+        "budget",
+        "bus",
+        "calls",
+        "cancel_reason",
+        "cancel_requested",
+        "code",
+        "created_at",
+        "ctx_json",
+        "finished_at",
+        "lua",
+        "name",
+        "pauses",
+        "pending",
+        "post",
+        "responder",
+        "session_id",
+        "spec_kind",
+        "started",
+        "state",
+        "stats",
+        "waiters",
+    )
+
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        spec_kind: str,
+        code: str,
+        ctx_json: str | None,
+        budget: Budget | None,
+        name: str | None,
+        loop: asyncio.AbstractEventLoop,
+        post: Callable[..., None],
+        responder: Any = None,
+    ) -> None:
+        self.session_id = session_id
+        self.spec_kind = spec_kind
+        self.code = code
+        self.ctx_json = ctx_json
+        self.budget = budget
+        self.name = name
+        self.state: ExecutionState = Running()
+        self.bus = Bus(loop)
+        self.created_at = now_ms()
+        self.finished_at: int | None = None
+        self.started = 0.0  # monotonic time the driver started (0: not yet)
+        self.cancel_requested = False
+        self.cancel_reason: CancelReason | None = None
+        self.pending: dict[str, CallRecord] | None = None  # unanswered queries of the pause
+        self.pauses = 0
+        self.calls: list[CallRecord] = []
+        self.lua: LuaSession | None = LuaSession()
+        self.waiters: list[asyncio.Future[None]] | None = None
+        self.post = post
+        self.responder = responder
+        self.stats: dict[str, str] | None = None
+
+    # ------------------------------------------------------------ events and states
+
+    def emit(self, event_cls: type[ProgressEvent], *args: Any, at: int | None = None) -> None:
+        """Publish one event with the next ``seq``."""
+        bus = self.bus
+        event = event_cls(*args, at=now_ms() if at is None else at, seq=len(bus.events))
+        bus.publish(event)
+
+    def emit_at(self, at: int, event_cls: type[ProgressEvent], *args: Any) -> None:
+        """``emit`` with a timestamp taken earlier (events made on a Lua worker thread)."""
+        if not self.state.is_terminal:
+            self.emit(event_cls, *args, at=at)
+
+    def transition(self, new: ExecutionState) -> bool:
+        """Move to ``new`` if the table allows it; emit ``state_transition``. False if refused."""
+        old = self.state.tag
+        if new.tag not in TRANSITIONS[old]:
+            return False
+        self.state = new
+        if new.is_terminal:
+            self.finished_at = now_ms()
+            self.pending = None
+            lua, self.lua = self.lua, None
+            if lua is not None:
+                lua.close()
+        self.emit(StateTransition, old, new.tag)
+        if new.is_terminal:
+            self._wake_waiters()
+        return True
+
+    def _wake_waiters(self) -> None:
+        waiters, self.waiters = self.waiters, None
+        for fut in waiters or ():
+            if not fut.done():
+                fut.set_result(None)
+
+    def pause(self, prompts: tuple[PausePrompt, ...]) -> None:
+        """Running → Paused on the strategy's request, with its events in contract order."""
+        at = now_ms()
+        kind = PauseKind.SINGLE if len(prompts) == 1 else PauseKind.BATCH
+        info = PauseInfo(kind, prompts, at)
+        index = self.pauses
+        records = {p.query_id: CallRecord(p, index, at) for p in prompts}
+        self.pauses += 1
+        self.calls.extend(records.values())
+        self.pending = records
+        self.transition(Paused(info))
+        self.emit(PauseRequested, info, at=at)
+        for qid in records:
+            self.emit(LlmCallBegin, qid, at=at)
+
+    def answer(
+        self, qid: str, response: str | None, error: str | None, usage: TokenUsage | None
+    ) -> None:
+        """Record one answer of the current pause and emit ``llm_call_end``."""
+        assert self.pending is not None
+        record = self.pending.pop(qid)
+        record.answered_at = at = now_ms()
+        record.response = response
+        record.error = error
+        if usage is not None and usage.prompt_tokens is not None:
+            record.prompt_tokens = usage.prompt_tokens
+            record.usage_provided = True
+        if usage is not None and usage.completion_tokens is not None:
+            record.completion_tokens = usage.completion_tokens
+            record.usage_provided = True
+        else:
+            record.completion_tokens = estimate_tokens(response or "")
+        self.emit(
+            LlmCallEnd, qid, TokenUsage(record.prompt_tokens, record.completion_tokens), at=at
+        )
+
+    def cancel_info(self) -> CancelInfo:
+        """The ``CancelInfo`` of a cancellation happening now (first caller's reason)."""
+        state = self.state
+        if isinstance(state, Cancelled):  # never nest: keep what was before the first cancel
+            state = state.info.state_before
+        reason = self.cancel_reason or CancelReason()
+        return CancelInfo(reason, now_ms(), state)
+
+    # ------------------------------------------------------------ metrics
+
+    @property
+    def llm_calls(self) -> int:
+        return len(self.calls)
+
+    def usage(self) -> TokenUsage | None:
+        """Summed tokens (host-provided where given, else estimated); None without LLM calls."""
+        if not self.calls:
+            return None
+        prompt = sum(c.prompt_tokens for c in self.calls)
+        completion = sum(c.completion_tokens for c in self.calls)
+        return TokenUsage(prompt, completion)
+
+    def elapsed_ms(self) -> int:
+        return 0 if not self.started else int((time.monotonic() - self.started) * 1000)
+
+    @property
+    def last_activity_at(self) -> int:
+        events = self.bus.events
+        return events[-1].at if events else self.created_at
+
+    def snapshot(self) -> SessionSnapshot:
+        usage = self.usage() or TokenUsage(0, 0)
+        return SessionSnapshot(
+            session_id=self.session_id,
+            state=self.state,
+            spec_kind=self.spec_kind,
+            name=self.name,
+            created_at=self.created_at,
+            finished_at=self.finished_at,
+            last_activity_at=self.last_activity_at,
+            pauses=self.pauses,
+            llm_calls=len(self.calls),
+            prompt_tokens=usage.prompt_tokens or 0,
+            completion_tokens=usage.completion_tokens or 0,
+            events=len(self.bus.events),
+            observers=self.bus.observers,
+        )
+
+    # ------------------------------------------------------------ the Lua bridge (worker thread)
+
+    @property
+    def budgeted(self) -> bool:
+        return self.budget is not None
+
+    def host_call(self, op: str, *args: Any) -> Any:
+        """Services for the strategy's runtime; called from Lua on a worker thread."""
+        if op == "cancelled":
+            return self.cancel_requested
+        if op == "log":
+            self.post(self.emit_at, now_ms(), Note, args[0], args[1])
+            return None
+        if op == "progress":
+            step, total, message = ([*list(args), None, None, None])[:3]
+            self.post(self.emit_at, now_ms(), Progress, _number(step), _number(total), message)
+            return None
+        if op == "budget":
+            return self._budget_error(int(args[0]))
+        if op == "budget_remaining":
+            return self._budget_remaining()
+        if op == "time":
+            return time.time()
+        if op == "source":
+            return lua_source(str(args[0]))
+        if op == "stat":
+            self.post(self._record_stat, str(args[0]), str(args[1]))
+            return None
+        raise ValueError(f"unknown host operation {op!r}")
+
+    def _record_stat(self, key: str, value_json: str) -> None:
+        if self.stats is None:
+            self.stats = {}
+        self.stats[key] = value_json
+
+    def _budget_error(self, n: int) -> str | None:
+        b = self.budget
+        if b is None:
+            return None
+        calls = len(self.calls)
+        if b.max_llm_calls is not None and calls >= b.max_llm_calls:
+            return (
+                f"budget_exceeded: llm_calls {calls} >= max_llm_calls {b.max_llm_calls}"
+                f" (requested {n} more)"
+            )
+        if b.max_elapsed_ms is not None:
+            elapsed = self.elapsed_ms()
+            if elapsed >= b.max_elapsed_ms:
+                return f"budget_exceeded: elapsed_ms {elapsed} >= max_elapsed_ms {b.max_elapsed_ms}"
+        if b.max_tokens is not None:
+            usage = self.usage()
+            tokens = 0 if usage is None else usage.total_tokens
+            if tokens >= b.max_tokens:
+                return f"budget_exceeded: tokens {tokens} >= max_tokens {b.max_tokens}"
+        return None
+
+    def _budget_remaining(self) -> tuple[int | None, int | None, int | None]:
+        b = self.budget
+        assert b is not None
+        usage = self.usage()
+        tokens = 0 if usage is None else usage.total_tokens
+        return (
+            None if b.max_llm_calls is None else max(0, b.max_llm_calls - len(self.calls)),
+            None if b.max_elapsed_ms is None else max(0, b.max_elapsed_ms - self.elapsed_ms()),
+            None if b.max_tokens is None else max(0, b.max_tokens - tokens),
+        )
+
+
+def _number(x: Any) -> int | float | None:
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return None
+    return x
