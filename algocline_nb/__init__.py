@@ -20,6 +20,8 @@ from ._errors import RunnerError as RunnerError
 from ._errors import SessionNotFoundError as SessionNotFoundError
 from ._errors import SpawnError as SpawnError
 from ._errors import UnknownQueryError as UnknownQueryError
+from ._facade import SessionRegistry as SessionRegistry
+from ._facade import default_registry as default_registry
 from ._registry import AsyncSessionRegistry as AsyncSessionRegistry
 from ._registry import GcStats as GcStats
 from ._types import Advice as Advice
@@ -123,6 +125,7 @@ __all__ = [
     "ScenarioRef",
     "SessionId",
     "SessionNotFoundError",
+    "SessionRegistry",
     "SessionSnapshot",
     "SessionSpec",
     "SinglePayload",
@@ -134,6 +137,7 @@ __all__ = [
     "TokenUsage",
     "UnknownQueryError",
     "__version__",
+    "default_registry",
 ]
 
 

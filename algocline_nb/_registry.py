@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import itertools
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-from ._bus import Observer
+from ._bus import EndOfStream, Observer
 from ._errors import (
     AlreadyCancelledError,
     InvalidPayloadError,
@@ -45,8 +46,10 @@ from ._types import (
     Failed,
     FailureInfo,
     FailureKind,
+    Note,
     Partial,
     Paused,
+    PausePrompt,
     QueryResponse,
     ResumeAccepted,
     ResumeOutcome,
@@ -58,6 +61,7 @@ from ._types import (
     SpecKind,
     TerminalOutcome,
     Tick,
+    TokenUsage,
     now_ms,
 )
 from ._types import Cancelled as CancelledState
@@ -131,7 +135,10 @@ class AsyncSessionRegistry:
     sandbox
         Remove ``io``, ``os.execute``, ``os.remove``, ``os.rename`` from strategies.
     responder
-        Answers pauses automatically (see ``algocline_nb.responders``).
+        Answers pauses automatically (see ``algocline_nb.responders``); ``spawn`` may give
+        its own (or ``False`` for none).
+    responder_concurrency
+        How many responder calls (async or threaded) may run at once.
 
     The registry binds to the running loop on first use; every verb must then be called on
     that loop (the blocking ``SessionRegistry`` does this for you from any thread).
@@ -145,6 +152,7 @@ class AsyncSessionRegistry:
         memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
         sandbox: bool = False,
         responder: Any = None,
+        responder_concurrency: int = 16,
     ) -> None:
         if memory_limit is not None and memory_limit <= 0:
             raise ValueError("memory_limit must be a positive number of bytes (or None)")
@@ -153,6 +161,11 @@ class AsyncSessionRegistry:
         self.memory_limit = memory_limit
         self.sandbox = bool(sandbox)
         self.responder = responder
+        if responder_concurrency < 1:
+            raise ValueError("responder_concurrency must be at least 1")
+        self.responder_concurrency = responder_concurrency
+        self._responder_slots: asyncio.Semaphore | None = None
+        self._responder_tasks: set[asyncio.Future[Any]] = set()
         self._config = LuaConfig(
             package_path=";".join(f"{root}/?.lua;{root}/?/init.lua" for root in self.package_roots),
             memory_limit=memory_limit,
@@ -274,6 +287,9 @@ class AsyncSessionRegistry:
             return
         if isinstance(result, Pause):
             session.pause(result.prompts)
+            responder = self.responder if session.responder is None else session.responder
+            if responder:
+                self._respond(session, responder, result.prompts)
             return
         if isinstance(result, Finished):
             usage = session.usage()
@@ -286,6 +302,67 @@ class AsyncSessionRegistry:
             message = f"engine error: {type(result).__name__}: {result}"
             session.transition(Failed(FailureInfo(message, FailureKind.ENGINE_ERROR, now_ms())))
         self._on_terminal(session)
+
+    # ------------------------------------------------------------------ responders
+
+    def _respond(self, session: Session, responder: Any, prompts: tuple[PausePrompt, ...]) -> None:
+        """Ask ``responder`` for every query of the pause; answers are delivered as they come."""
+        inline = bool(getattr(responder, "inline", False)) and not _is_async(responder)
+        for prompt in prompts:
+            if inline:
+                try:
+                    reply: Any = responder(prompt)
+                except Exception as exc:
+                    self._deliver(session, prompt.query_id, exc)
+                    continue
+                if not inspect.isawaitable(reply):
+                    self._deliver(session, prompt.query_id, reply)
+                    continue
+                coro: Awaitable[Any] = reply
+            else:
+                coro = self._call_responder(responder, prompt)
+            task = asyncio.ensure_future(self._await_reply(session, prompt.query_id, coro))
+            self._responder_tasks.add(task)
+            task.add_done_callback(self._responder_tasks.discard)
+
+    async def _call_responder(self, responder: Any, prompt: PausePrompt) -> Any:
+        if self._responder_slots is None:
+            self._responder_slots = asyncio.Semaphore(self.responder_concurrency)
+        async with self._responder_slots:
+            if _is_async(responder):
+                return await responder(prompt)
+            loop = asyncio.get_running_loop()
+            reply = await loop.run_in_executor(None, responder, prompt)
+            if inspect.isawaitable(reply):
+                reply = await reply
+            return reply
+
+    async def _await_reply(self, session: Session, qid: str, pending: Awaitable[Any]) -> None:
+        try:
+            reply = await pending
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            reply = exc
+        self._deliver(session, qid, reply)
+
+    def _deliver(self, session: Session, qid: str, reply: Any) -> None:
+        """Hand one responder reply (or its exception) to the session, if it still waits."""
+        if session.pending is None or qid not in session.pending or session.cancel_requested:
+            return  # cancelled, answered by hand, or evicted meanwhile
+        if isinstance(reply, BaseException):
+            message = str(reply) or type(reply).__name__
+            session.emit(Note, "responder_error", f"{qid}: {message}")
+            response = QueryResponse(qid, error=message)
+        else:
+            try:
+                text, usage = _reply_parts(reply)
+            except TypeError as exc:
+                session.emit(Note, "responder_error", f"{qid}: {exc}")
+                response = QueryResponse(qid, error=str(exc))
+            else:
+                response = QueryResponse(qid, text, usage)
+        self.resume_nowait(session.session_id, response)
 
     def _finish_cancel(self, session: Session) -> None:
         if session.transition(CancelledState(session.cancel_info())):
@@ -409,7 +486,29 @@ class AsyncSessionRegistry:
 
     async def snapshot(self, session_id: str) -> SessionSnapshot:
         """A snapshot of one session."""
+        return self.snapshot_nowait(session_id)
+
+    def snapshot_nowait(self, session_id: str) -> SessionSnapshot:
         return self._get(session_id).snapshot()
+
+    async def wait_paused(self, session_id: str, timeout: float | None = None) -> ExecutionState:
+        """Wait until the session is paused or has ended; return that state.
+
+        ``TimeoutError`` after ``timeout`` seconds (the session is untouched).
+        """
+        session = self._get(session_id)
+        with session.bus.subscribe() as observer:
+            try:
+                async with asyncio.timeout(timeout):
+                    while not isinstance(session.state, Paused) and not session.state.is_terminal:
+                        await observer.arecv()
+            except EndOfStream:
+                pass
+            except TimeoutError:
+                raise TimeoutError(
+                    f"session {session_id} did not pause within {timeout} s"
+                ) from None
+        return session.state
 
     def history(self, session_id: str) -> list[Any]:
         """A copy of the session's full event history."""
@@ -491,6 +590,8 @@ class AsyncSessionRegistry:
         if self._gc_task is not None:
             self._gc_task.cancel()
             self._gc_task = None
+        for task in list(self._responder_tasks):
+            task.cancel()
         live = [s for s in self._sessions.values() if not s.state.is_terminal]
         for s in live:
             self.cancel_nowait(
@@ -533,6 +634,32 @@ class AsyncSessionRegistry:
 
 
 # ---------------------------------------------------------------------- input normalisation
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - async __call__ on an instance
+    )
+
+
+def _reply_parts(reply: Any) -> tuple[str, TokenUsage | None]:
+    """A responder's reply as (text, usage): str, Reply-like (text, usage) or a 2-tuple."""
+    if isinstance(reply, str):
+        return reply, None
+    text = getattr(reply, "text", None)
+    if isinstance(text, str):
+        usage = getattr(reply, "usage", None)
+    elif isinstance(reply, tuple) and len(reply) == 2 and isinstance(reply[0], str):
+        text, usage = reply
+    else:
+        raise TypeError(
+            f"the responder returned {type(reply).__name__}; expected str, Reply or (str, usage)"
+        )
+    if isinstance(usage, Mapping):
+        usage = TokenUsage.from_dict(usage)
+    if usage is not None and not isinstance(usage, TokenUsage):
+        raise TypeError(f"the responder's usage must be a TokenUsage, not {type(usage).__name__}")
+    return text, usage
 
 
 def _normalize_spec(spec: Spec) -> SessionSpec:

@@ -1,0 +1,276 @@
+"""SessionRegistry: the blocking facade; each verb is one call through the LoopRunner.
+
+The registry's loop runs on its own daemon thread, so the facade works the same from a plain
+script, a Jupyter cell (whose main thread already runs a loop) and any other thread. Every
+blocking verb has an awaitable twin (``a``-prefixed) for code running in another event loop,
+such as a notebook's top-level ``await``: it never blocks that loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from types import TracebackType
+from typing import Any
+
+from ._bus import Observer
+from ._registry import DEFAULT_MEMORY_LIMIT, Answer, AsyncSessionRegistry, GcStats, Spec
+from ._runner import LoopRunner
+from ._types import (
+    CancelCode,
+    CancelReason,
+    ExecutionState,
+    ProgressEvent,
+    ResumeOutcome,
+    SessionSnapshot,
+    TerminalOutcome,
+)
+
+__all__ = ["SessionRegistry", "default_registry"]
+
+Reason = CancelReason | CancelCode | str | None
+
+
+class SessionRegistry:
+    """Sessions of Lua strategies behind blocking calls; the loop runs on a background thread.
+
+    Parameters are those of ``AsyncSessionRegistry``. Use it as a context manager, or call
+    ``close()``; at interpreter exit it is closed for you (live sessions are cancelled with
+    reason ``system_shutdown``).
+
+    Examples
+    --------
+    >>> with SessionRegistry() as reg:                                       # doctest: +SKIP
+    ...     sid = reg.spawn('return alc.llm("2+2?")')
+    ...     reg.wait_paused(sid)
+    ...     reg.resume(sid, "4")
+    ...     reg.await_terminal(sid).value
+    '4'
+    """
+
+    def __init__(
+        self,
+        *,
+        app_dir: str | os.PathLike[str] | None = None,
+        package_path: Iterable[str | os.PathLike[str]] | None = None,
+        memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
+        sandbox: bool = False,
+        responder: Any = None,
+        responder_concurrency: int = 16,
+    ) -> None:
+        self._core = AsyncSessionRegistry(
+            app_dir=app_dir,
+            package_path=package_path,
+            memory_limit=memory_limit,
+            sandbox=sandbox,
+            responder=responder,
+            responder_concurrency=responder_concurrency,
+        )
+        self._runner = LoopRunner(name="algocline-nb-registry")
+        self._runner.set_shutdown_hook(self._core.close)
+
+    @property
+    def core(self) -> AsyncSessionRegistry:
+        """The ``AsyncSessionRegistry`` this facade drives (use it only on ``loop``)."""
+        return self._core
+
+    @property
+    def loop(self) -> Any:
+        """The registry's event loop (started on first use)."""
+        return self._runner.loop
+
+    @property
+    def responder(self) -> Any:
+        return self._core.responder
+
+    @responder.setter
+    def responder(self, value: Any) -> None:
+        self._runner.call_sync(setattr, self._core, "responder", value, what="set responder")
+
+    # ------------------------------------------------------------------ blocking verbs
+
+    def spawn(
+        self,
+        spec: Spec,
+        *,
+        ctx: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        responder: Any = None,
+    ) -> str:
+        """Start a session and return its id (before the strategy runs a step)."""
+        call = functools.partial(
+            self._core.spawn_nowait, spec, ctx=ctx, name=name, responder=responder
+        )
+        return self._runner.call_sync(call, what="spawn")
+
+    def state(self, session_id: str) -> ExecutionState:
+        """The session's current state."""
+        return self._runner.call_sync(
+            self._core.state_nowait, session_id, what=f"state({session_id!r})"
+        )
+
+    def resume(self, session_id: str, answer: Answer) -> ResumeOutcome:
+        """Answer pending queries (see ``AsyncSessionRegistry.resume`` for the forms)."""
+        return self._runner.call_sync(
+            self._core.resume_nowait, session_id, answer, what=f"resume({session_id!r})"
+        )
+
+    def cancel(self, session_id: str, reason: Reason = None) -> None:
+        """Cancel the session (idempotent; the first caller's reason is recorded)."""
+        self._runner.call_sync(
+            self._core.cancel_nowait, session_id, reason, what=f"cancel({session_id!r})"
+        )
+
+    def observe(self, session_id: str, *, replay: bool = False) -> Observer:
+        """An ``Observer`` of the session's events: iterate it here or ``async for`` it."""
+        call = functools.partial(self._core.observe, session_id, replay=replay)
+        return self._runner.call_sync(call, what=f"observe({session_id!r})")
+
+    def await_terminal(self, session_id: str, timeout: float | None = None) -> TerminalOutcome:
+        """Block until the session ends (``TimeoutError`` after ``timeout`` s; Ctrl-C works)."""
+        return self._runner.call(
+            self._core.await_terminal, session_id, timeout, what=f"await_terminal({session_id!r})"
+        )
+
+    def wait_paused(self, session_id: str, timeout: float | None = None) -> ExecutionState:
+        """Block until the session is paused or terminal; return that state."""
+        return self._runner.call(
+            self._core.wait_paused, session_id, timeout, what=f"wait_paused({session_id!r})"
+        )
+
+    def spawn_gc_task(self, ttl: float | timedelta, interval: float | timedelta) -> None:
+        """Start (or replace) the GC sweeper on the registry's loop."""
+        self._runner.call_sync(self._core.spawn_gc_task_nowait, ttl, interval, what="spawn_gc_task")
+
+    def gc_sweep(self, ttl: float | timedelta) -> GcStats:
+        """Run one GC sweep now and return its statistics row."""
+        return self._runner.call(self._core.gc_sweep, ttl, what="gc_sweep")
+
+    def gc_stats(self) -> list[GcStats]:
+        """Every GC sweep's statistics row, oldest first."""
+        return self._runner.call_sync(self._core.gc_stats, what="gc_stats")
+
+    def sessions(self) -> list[SessionSnapshot]:
+        """Snapshots of every session, oldest first."""
+        return self._runner.call_sync(self._core.sessions_nowait, what="sessions")
+
+    def snapshot(self, session_id: str) -> SessionSnapshot:
+        """A snapshot of one session."""
+        return self._runner.call_sync(
+            self._core.snapshot_nowait, session_id, what=f"snapshot({session_id!r})"
+        )
+
+    def history(self, session_id: str) -> list[ProgressEvent]:
+        """The session's full event history (a copy)."""
+        return self._runner.call_sync(
+            self._core.history, session_id, what=f"history({session_id!r})"
+        )
+
+    # ------------------------------------------------------------------ awaitable twins
+
+    async def aspawn(
+        self,
+        spec: Spec,
+        *,
+        ctx: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        responder: Any = None,
+    ) -> str:
+        """``spawn`` for code running in another event loop."""
+        call = functools.partial(self._core.spawn, spec, ctx=ctx, name=name, responder=responder)
+        return await self._runner.acall(call, what="spawn")
+
+    async def astate(self, session_id: str) -> ExecutionState:
+        """``state`` for code running in another event loop."""
+        return await self._runner.acall(self._core.state, session_id, what=f"state({session_id!r})")
+
+    async def aresume(self, session_id: str, answer: Answer) -> ResumeOutcome:
+        """``resume`` for code running in another event loop."""
+        return await self._runner.acall(
+            self._core.resume, session_id, answer, what=f"resume({session_id!r})"
+        )
+
+    async def acancel(self, session_id: str, reason: Reason = None) -> None:
+        """``cancel`` for code running in another event loop."""
+        await self._runner.acall(
+            self._core.cancel, session_id, reason, what=f"cancel({session_id!r})"
+        )
+
+    async def aawait_terminal(
+        self, session_id: str, timeout: float | None = None
+    ) -> TerminalOutcome:
+        """``await_terminal`` for code running in another event loop (that loop keeps running)."""
+        return await self._runner.acall(
+            self._core.await_terminal, session_id, timeout, what=f"await_terminal({session_id!r})"
+        )
+
+    async def await_paused(self, session_id: str, timeout: float | None = None) -> ExecutionState:
+        """``wait_paused`` for code running in another event loop."""
+        return await self._runner.acall(
+            self._core.wait_paused, session_id, timeout, what=f"wait_paused({session_id!r})"
+        )
+
+    async def aspawn_gc_task(self, ttl: float | timedelta, interval: float | timedelta) -> None:
+        """``spawn_gc_task`` for code running in another event loop."""
+        await self._runner.acall(self._core.spawn_gc_task, ttl, interval, what="spawn_gc_task")
+
+    async def asessions(self) -> list[SessionSnapshot]:
+        """``sessions`` for code running in another event loop."""
+        return await self._runner.acall(self._core.sessions, what="sessions")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Cancel live sessions (reason ``system_shutdown``) and stop the loop thread."""
+        self._runner.close()
+
+    async def aclose(self) -> None:
+        """``close`` for code running in another event loop."""
+        await self._runner.acall(self._core.close, what="close")
+        self._runner.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._runner.is_closed
+
+    def __enter__(self) -> SessionRegistry:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> SessionRegistry:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<SessionRegistry {state}>"
+
+
+_default: SessionRegistry | None = None
+_default_lock = threading.Lock()
+
+
+def default_registry() -> SessionRegistry:
+    """The process-wide registry the notebook layer uses (created on first call)."""
+    global _default
+    with _default_lock:
+        if _default is None or _default.closed:
+            _default = SessionRegistry()
+        return _default
