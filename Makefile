@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck pytest clean
+.PHONY: run venv test lint typecheck pytest clean bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+run: venv
+	$(BIN)/python examples/quickstart.py
 
 lint: venv
 	$(BIN)/ruff format --check algocline_nb tests bench
@@ -27,6 +30,16 @@ pytest: venv
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
+
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install -q --group bench
+	touch $(BENCH_STAMP)
+
+# Side-by-side benchmarks with the peers (LangGraph, raw asyncio, anyio): rewrites bench/RESULTS.md.
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -43,7 +43,7 @@ class Bus:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.events: list[ProgressEvent] = []
-        self._waiters: list[Callable[[], None]] | None = None
+        self._waiters: list[Callable[[], None]] = []  # swapped, never None: see add_waiter
         self.ended = False  # the terminal event is in ``events``
         self.dropped = False  # the session left the registry (evicted or registry closed)
         self.observers = 0  # open observers (GC keeps a session while this is > 0)
@@ -65,22 +65,19 @@ class Bus:
     def _wake(self) -> None:
         waiters = self._waiters
         if waiters:
-            self._waiters = None
-            for wake in waiters:
+            self._waiters = []
+            for wake in tuple(waiters):  # a snapshot: other threads may still remove theirs
                 wake()
 
     def add_waiter(self, wake: Callable[[], None]) -> None:
         """Register a one-shot wake-up (any thread); callers re-check for data afterwards."""
-        waiters = self._waiters
-        if waiters is None:
-            waiters = self._waiters = []
-        waiters.append(wake)
+        # one append to the current list (atomic); creating the list here could race with
+        # another thread doing the same and lose a waiter
+        self._waiters.append(wake)
 
     def remove_waiter(self, wake: Callable[[], None]) -> None:
-        waiters = self._waiters
-        if waiters:
-            with contextlib.suppress(ValueError):
-                waiters.remove(wake)
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(wake)
 
     def subscribe(self, *, replay: bool = False) -> Observer:
         """A new observer (loop thread): from now on, or the whole history first."""
@@ -124,7 +121,18 @@ class Observer:
     def close(self) -> None:
         """Stop observing (idempotent, any thread). The stream ends at once."""
         self._cursor = max(self._cursor, len(self._bus.events))
+        if self._closed:
+            return
         self._release()
+        # wake readers blocked in recv()/arecv() so they see the end (on the loop thread)
+        bus = self._bus
+        if threading.get_ident() == bus.thread_id:
+            bus._wake()
+        else:
+            try:
+                bus.loop.call_soon_threadsafe(bus._wake)
+            except RuntimeError:  # the loop is closed
+                pass
 
     def _release(self) -> None:
         if self._closed:
@@ -151,7 +159,7 @@ class Observer:
         events = bus.events
         n = len(events)
         c = self._cursor
-        if c >= n:
+        if c >= n or self._closed:  # nothing published after close() is delivered
             if self._closed or bus.ended or bus.dropped:
                 self._release()
                 raise EndOfStream("the observer's stream has ended")

@@ -18,7 +18,7 @@ from typing import Any
 
 from ._bus import Observer
 from ._registry import DEFAULT_MEMORY_LIMIT, Answer, AsyncSessionRegistry, GcStats, Spec
-from ._runner import LoopRunner
+from ._runner import LoopRunner, RunnerError
 from ._types import (
     CancelCode,
     CancelReason,
@@ -228,8 +228,12 @@ class SessionRegistry:
         self._runner.close()
 
     async def aclose(self) -> None:
-        """``close`` for code running in another event loop."""
-        await self._runner.acall(self._core.close, what="close")
+        """``close`` for code running in another event loop (idempotent, like ``close``)."""
+        if not self._runner.is_closed and self._runner.thread is not None:
+            try:
+                await self._runner.acall(self._core.close, what="close")
+            except RunnerError:  # closed meanwhile by another caller: nothing left to do
+                pass
         self._runner.close()
 
     @property

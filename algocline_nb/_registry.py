@@ -13,6 +13,7 @@ import inspect
 import itertools
 import json
 import os
+import re
 import time
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -33,6 +34,7 @@ from ._errors import (
 from ._lua._executor import LuaExecutor
 from ._lua._runtime import Cancelled as StepCancelled
 from ._lua._runtime import Finished, LuaConfig, Pause, StepFailed, StepResult
+from ._lua._store import StateStore
 from ._session import Budget, Session
 from ._types import (
     Advice,
@@ -174,6 +176,7 @@ class AsyncSessionRegistry:
             cards_dir=str(self.app_dir / "cards"),
             scenarios_dir=str(self.app_dir / "scenarios"),
         )
+        self._store = StateStore(self.app_dir / "state")  # alc.state, shared by all sessions
         self._sessions: dict[str, Session] = {}
         self._terminal: dict[str, None] = {}  # terminal ids in order of termination
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -235,13 +238,14 @@ class AsyncSessionRegistry:
         if ctx is not None:
             full = dataclasses.replace(full, ctx=ctx)
         kind = full.kind
-        if isinstance(kind, Advice | Eval):
-            raise InvalidSpecError(
-                f"{type(kind).__name__} specs are not supported yet; use Run (Lua code)"
-            )
-        if not isinstance(kind, Run):
+        if isinstance(kind, Eval):
+            raise InvalidSpecError("Eval specs are not supported yet; use Run (Lua code) or Advice")
+        if isinstance(kind, Advice):
+            full = _advice_as_run(kind, full)
+        run = full.kind
+        if not isinstance(run, Run):
             raise InvalidSpecError(f"unknown spec kind {kind!r}")
-        if not isinstance(kind.code, str) or not kind.code.strip():
+        if not isinstance(run.code, str) or not run.code.strip():
             raise InvalidSpecError("code must not be empty")
         ctx_json, budget = _check_ctx(full.ctx)
         if name is not None and not isinstance(name, str):
@@ -250,13 +254,14 @@ class AsyncSessionRegistry:
         session = Session(
             _new_id(),
             spec_kind=kind.kind,
-            code=kind.code,
+            code=run.code,
             ctx_json=ctx_json,
             budget=budget,
             name=name,
             loop=loop,
             post=self._executor.post,
             responder=responder,
+            store=self._store,
         )
         self._sessions[session.session_id] = session
         loop.call_soon(self._start, session)
@@ -400,6 +405,8 @@ class AsyncSessionRegistry:
             raise NotPausedError(state.tag)
         remaining = list(session.pending)
         responses = _responses(answer, remaining)
+        if not responses:  # e.g. BatchPayload([]): answers nothing, so it is no answer at all
+            raise InvalidPayloadError(f"the answer is empty; pending: {', '.join(remaining)}")
         ids = [r.query_id for r in responses]
         dupes = sorted({qid for qid in ids if ids.count(qid) > 1})
         if dupes:
@@ -679,6 +686,34 @@ def _normalize_spec(spec: Spec) -> SessionSpec:
     raise InvalidSpecError(
         f"spec must be Lua code (str), Run/Advice/Eval or SessionSpec, not {type(spec).__name__}"
     )
+
+
+_STRATEGY_NAME: Final = re.compile(r"[A-Za-z0-9_.]+")
+
+
+def _advice_as_run(advice: Advice, spec: SessionSpec) -> SessionSpec:
+    """The Run an Advice stands for: ``require(strategy).run(ctx)``, ctx = opts plus ``task``.
+
+    A ctx given to ``spawn`` (or on the spec) is the base that ``opts`` and ``task`` go over.
+    """
+    name = advice.strategy
+    if not isinstance(name, str) or not _STRATEGY_NAME.fullmatch(name):
+        raise InvalidSpecError(
+            f"Advice strategy must be a package name of letters, digits, '_' and '.', got {name!r}"
+        )
+    ctx: dict[str, Any] = {}
+    for part, what in ((spec.ctx, "ctx"), (advice.opts, "Advice opts")):
+        if part is None:
+            continue
+        if not isinstance(part, Mapping):
+            raise InvalidSpecError(
+                f"{what} must be a JSON object (dict), not {type(part).__name__}"
+            )
+        ctx.update(part)
+    if advice.task is not None:
+        ctx["task"] = advice.task
+    code = f'local pkg = require("{name}")\nreturn pkg.run(ctx)'
+    return dataclasses.replace(spec, kind=Run(code), ctx=ctx)
 
 
 def _check_ctx(ctx: Any) -> tuple[str | None, Budget | None]:

@@ -674,6 +674,9 @@ class LoopRunner:
                         await hook()
                 except BaseException:
                     _log.debug("runner %r: shutdown hook failed", self._name, exc_info=True)
+            # tasks whose waits the hook resolved (e.g. await_terminal of a session it just
+            # cancelled) finish with that result instead of being cancelled below
+            await asyncio.sleep(0)
         current = asyncio.current_task()
         tasks = [t for t in asyncio.all_tasks(loop) if t is not current]
         for task in tasks:
@@ -686,7 +689,8 @@ class LoopRunner:
         except BaseException:
             _log.debug("runner %r: shutdown_asyncgens failed", self._name, exc_info=True)
         self._stopping = True
-        loop.stop()
+        # stop after the callbacks already queued (done callbacks that hand results to callers)
+        loop.call_soon(loop.stop)
 
     def _mark_forked(self) -> None:
         """In a forked child: the loop thread does not exist here; refuse every call."""

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from ._bus import Bus
 from ._lua._runtime import LuaSession, lua_source
+from ._lua._store import StateStore
 from ._types import (
     CancelInfo,
     Cancelled,
@@ -150,6 +151,7 @@ class Session:
         "started",
         "state",
         "stats",
+        "store",
         "waiters",
     )
 
@@ -165,6 +167,7 @@ class Session:
         loop: asyncio.AbstractEventLoop,
         post: Callable[..., None],
         responder: Any = None,
+        store: StateStore | None = None,
     ) -> None:
         self.session_id = session_id
         self.spec_kind = spec_kind
@@ -187,6 +190,7 @@ class Session:
         self.post = post
         self.responder = responder
         self.stats: dict[str, str] | None = None
+        self.store = store  # the registry's alc.state files (shared by its sessions)
 
     # ------------------------------------------------------------ events and states
 
@@ -333,6 +337,10 @@ class Session:
             return time.time()
         if op == "source":
             return lua_source(str(args[0]))
+        if op.startswith("state_"):
+            if self.store is None:
+                return False, "alc.state is not available in this session"
+            return self.store.host_op(op[6:], args)
         if op == "stat":
             self.post(self._record_stat, str(args[0]), str(args[1]))
             return None

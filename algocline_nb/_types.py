@@ -123,6 +123,28 @@ def _int(value: Any, owner: str, key: str) -> int:
     return result
 
 
+# --------------------------------------------------------------------------- rich display
+
+
+class _RichDisplay:
+    """IPython display hooks; the rendering lives in ``_display`` (imported on first use)."""
+
+    __slots__ = ()
+
+    def _repr_html_(self) -> str:
+        from ._display import render
+
+        return render(self)[1]
+
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None, **kwargs: Any
+    ) -> dict[str, str]:
+        """A deterministic ``text/plain`` (no times, no ids of objects) and ``text/html``."""
+        from ._display import mimebundle
+
+        return mimebundle(self, include, exclude)
+
+
 # --------------------------------------------------------------------------- enums
 
 
@@ -383,7 +405,7 @@ class FailureInfo:
 # --------------------------------------------------------------------------- states
 
 
-class ExecutionState:
+class ExecutionState(_RichDisplay):
     """A session's state: ``Running``, ``Paused``, ``Done``, ``Cancelled`` or ``Failed``.
 
     JSON: tagged by ``"state"``.
@@ -558,7 +580,7 @@ class Failed(_FailedFields, ExecutionState):
 # --------------------------------------------------------------------------- outcomes
 
 
-class TerminalOutcome:
+class TerminalOutcome(_RichDisplay):
     """How a session ended, as returned by ``await_terminal``. JSON: tagged by ``"terminal"``."""
 
     __slots__ = ()
@@ -728,7 +750,7 @@ class BatchPayload(ResumePayload):
         return {"payload_kind": "batch", "responses": [r.to_dict() for r in self.items]}
 
 
-class ResumeOutcome:
+class ResumeOutcome(_RichDisplay):
     """What ``resume`` did: ``Continued`` or ``Partial``. JSON: tagged by ``"outcome"``."""
 
     __slots__ = ()
@@ -894,7 +916,7 @@ class SessionSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class ProgressEvent:
+class ProgressEvent(_RichDisplay):
     """One event of a session's stream. JSON: tagged by ``"kind"``, with ``at`` and ``seq``.
 
     ``seq`` counts a session's events from 0 without gaps; ``at`` is Unix ms.
@@ -1089,13 +1111,15 @@ class Progress(ProgressEvent):
         step = _req(d, "step", o)
         total = d.get("total")
         for name, v in (("step", step), ("total", total)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+            if v is None and name == "total":
+                continue
+            if isinstance(v, bool) or not isinstance(v, int | float):
                 raise ValueError(f"{o}: {name} must be a number")
         return cls(step, total, _opt_str(d.get("message"), o, "message"), at=at, seq=seq)
 
 
 @dataclass(frozen=True, slots=True)
-class Lagged:
+class Lagged(_RichDisplay):
     """Marker in an observer's stream: ``missed`` events were dropped because it fell behind."""
 
     missed: int
@@ -1114,7 +1138,7 @@ class Lagged:
 
 
 @dataclass(frozen=True, slots=True)
-class SessionSnapshot:
+class SessionSnapshot(_RichDisplay):
     """A frozen view of one session, made on the registry's loop (safe to keep and share)."""
 
     session_id: str

@@ -222,15 +222,15 @@ class LuaSession:
 
 def _clean_traceback(message: str) -> str:
     """Drop the driver's own frames from a Lua traceback: users see their code only."""
-    if "\nstack traceback:" not in message:
+    head, sep, frames = message.partition("\nstack traceback:")
+    if not sep:
         return message
-    lines = message.split("\n")
     keep = [
         line
-        for line in lines
+        for line in frames.split("\n")
         if "algocline_nb/bootstrap.lua" not in line and "in upvalue 'raw_xpcall'" not in line
     ]
-    return "\n".join(keep)
+    return head + sep + "\n".join(keep)  # the message itself is kept whole
 
 
 def _oom(limit: int | None) -> StepFailed:

@@ -135,7 +135,14 @@ function alc.log(level, msg, ...)
 end
 
 function alc.progress(step, total, msg)
-  host("progress", step, total, msg ~= nil and tostring(msg) or nil)
+  -- numbers (or numeric strings) only: a progress event must carry a numeric step
+  local s = step ~= nil and tonumber(step) or nil
+  local t = total ~= nil and tonumber(total) or nil
+  if s == nil then error("alc.progress: step must be a number, got " .. type(step), 2) end
+  if total ~= nil and t == nil then
+    error("alc.progress: total must be a number, got " .. type(total), 2)
+  end
+  host("progress", s, t, msg ~= nil and tostring(msg) or nil)
 end
 
 function alc.time() return host("time") end
@@ -160,6 +167,114 @@ alc.stats = {
 
 alc._dirs = { state = config.state_dir, cards = config.cards_dir, scenarios = config.scenarios_dir }
 
+-- ------------------------------------------------------------------ alc.state (persistent)
+
+-- The registry's JSON file store (`<app_dir>/state/<ns>.json`) answers host("state_<op>", ns,
+-- ...) with true, result | false, message. Values cross as JSON text, so they keep algocline's
+-- conversion rules (ints vs floats, null, arrays). The namespace is fixed when the session
+-- starts: ctx._ns when it is a string, else "default" (prepare() sets it).
+local state_ns = "default"
+local utf8_len = utf8.len
+
+local function state_call(op, ...)
+  local ok, res = host("state_" .. op, state_ns, ...)
+  if not ok then error(res, 3) end
+  return res
+end
+
+local function state_key(key, fn)
+  local t = type(key)
+  if t == "number" then return tostring(key) end
+  if t ~= "string" then error("alc.state." .. fn .. ": key must be a string, got " .. t, 3) end
+  if not utf8_len(key) then error("alc.state." .. fn .. ": key must be valid UTF-8 text", 3) end
+  return key
+end
+
+local function state_value(value, fn)
+  local ok, res = raw_pcall(need_json().encode, value)
+  if not ok then error("alc.state." .. fn .. ": the value is not JSON-able: " .. tostring(res), 3) end
+  if not utf8_len(res) then error("alc.state." .. fn .. ": the value holds text that is not UTF-8", 3) end
+  return res
+end
+
+local state = {}
+function state.get(key, default)
+  local found = state_call("get", state_key(key, "get"))
+  if found == nil then return default end
+  return need_json().decode(found)
+end
+function state.set(key, value)
+  state_call("set", state_key(key, "set"), state_value(value, "set"))
+end
+-- (no tail calls to state_call: its error level 3 must be the strategy's line)
+function state.set_nx(key, value)
+  local written = state_call("set_nx", state_key(key, "set_nx"), state_value(value, "set_nx"))
+  return written
+end
+function state.delete(key)
+  local existed = state_call("delete", state_key(key, "delete"))
+  return existed
+end
+function state.has(key)
+  local found = state_call("has", state_key(key, "has"))
+  return found
+end
+function state.keys()
+  local out, arr = {}, need_json().decode(state_call("keys"))
+  for i = 1, #arr do out[i] = arr[i] end
+  return out
+end
+function state.incr(key, delta, default)
+  key = state_key(key, "incr")
+  if delta == nil then delta = 1 end
+  if default == nil then default = 0 end
+  if type(delta) ~= "number" then error("alc.state.incr: delta must be a number", 2) end
+  if type(default) ~= "number" then error("alc.state.incr: default must be a number", 2) end
+  local value = state_call("incr", key, delta, default)
+  return value
+end
+-- alc.state.update lives in the prelude: a missing key loads it (any missing alc key does).
+setmetatable(state, {
+  __index = function(t, key)
+    setmetatable(t, nil)
+    local _ = alc.__prelude
+    return rawget(t, key)
+  end,
+})
+alc.state = state
+
+-- ------------------------------------------------------------------ packages (require)
+
+local io_open, searchpath, sformat, package_lib = io.open, package.searchpath, string.format, package
+
+-- Replaces Lua's file searcher (kept working when the sandbox removes io). It searches
+-- package.path the same way, but names a chunk after its file relative to the package root
+-- ("@cot/init.lua", so errors read "cot/init.lua:12: ..."), and runs a module with no
+-- arguments, as algocline's loader does. A miss lists every file it tried.
+local function package_searcher(name)
+  local path = package_lib.path
+  if type(path) ~= "string" then error("package.path must be a string", 0) end
+  local tried = {}
+  for template in path:gmatch("[^;]+") do
+    local file, miss = searchpath(name, template)
+    if file then
+      local root = template:match("^[^?]*"):match("^(.*[/\\])") or ""
+      local f, err = io_open(file, "rb")
+      local src = f and f:read("a")
+      if f then f:close() end
+      local chunk
+      if src then chunk, err = raw_load(src, "@" .. file:sub(#root + 1), "t") end
+      if not chunk then
+        error(sformat("error loading module '%s' from file '%s':\n\t%s", name, file,
+          tostring(err or "cannot read the file")), 0)
+      end
+      return function() return chunk() end, file
+    end
+    tried[#tried + 1] = miss
+  end
+  return concat(tried, "\n\t")
+end
+
 function print(...)
   local n, parts = select("#", ...), {}
   for i = 1, n do parts[i] = tostring((select(i, ...))) end
@@ -176,6 +291,7 @@ package.cpath = ""
 package.loadlib = function() return nil, "C modules are not allowed in algocline_nb", "absent" end
 local searchers = package.searchers
 searchers[4], searchers[3] = nil, nil
+searchers[2] = package_searcher
 package.path = config.package_path
 
 -- Binary chunks can corrupt the VM: only source text is ever loaded.
@@ -215,6 +331,18 @@ function xpcall(f, handler, ...)
   end, ...))
 end
 
+-- Hooks are per coroutine in Lua: the strategy's own coroutines get the cancellation hook too,
+-- so a loop spinning inside one is cancelled like any other.
+local function hook()
+  if host("cancelled") then error(CANCEL, 0) end
+end
+local function new_co(f)
+  local co = co_create(f)
+  sethook(co, hook, "", config.hook_count)
+  return co
+end
+function coroutine.create(f) return new_co(f) end
+
 local function relay(co, ok, first, ...)
   if ok and first == LLM and co_status(co) == "suspended" then
     return relay(co, co_resume(co, co_yield(LLM, ...)))
@@ -228,7 +356,7 @@ local function unwrap(ok, ...)
   error((...), 0)
 end
 function coroutine.wrap(f)
-  local co = co_create(f)
+  local co = new_co(f)
   return function(...) return unwrap(relay(co, co_resume(co, ...))) end
 end
 
@@ -247,10 +375,6 @@ local function on_error(m)
   return traceback(render(m), 2)
 end
 
-local function hook()
-  if host("cancelled") then error(CANCEL, 0) end
-end
-
 local function prepare(code, ctx_json, chunkname)
   local factory, err = raw_load("return function() " .. code .. "\nend", chunkname, "t")
   if not factory then return nil, err end
@@ -260,6 +384,7 @@ local function prepare(code, ctx_json, chunkname)
   else
     ctx = {}
   end
+  if type(ctx._ns) == "string" then state_ns = ctx._ns end
   main_co = co_create(function() return raw_xpcall(body, on_error) end)
   sethook(main_co, hook, "", config.hook_count)
   return true

@@ -1,0 +1,7 @@
+local M = {}
+
+function M.run(ctx)
+  return ctx +
+end
+
+return M

@@ -1,0 +1,4 @@
+local M = {}
+local kit = require("nbkit")
+kit.need({}, "config")
+return M
