@@ -376,9 +376,10 @@ local function on_error(m)
 end
 
 local function prepare(code, ctx_json, chunkname)
-  local factory, err = raw_load("return function() " .. code .. "\nend", chunkname, "t")
-  if not factory then return nil, err end
-  local body = factory()
+  -- A chunk is the body of a function: top-level `return` gives the result, and syntax
+  -- errors point at the user's own lines.
+  local body, err = raw_load(code, chunkname, "t")
+  if not body then return nil, err end
   if ctx_json then
     ctx = need_json().decode(ctx_json)
   else
