@@ -20,8 +20,8 @@ run: venv
 	$(BIN)/python examples/quickstart.py
 
 lint: venv
-	$(BIN)/ruff format --check algocline_nb tests bench
-	$(BIN)/ruff check algocline_nb tests bench
+	$(BIN)/ruff format --check algocline_nb tests $(wildcard bench examples)
+	$(BIN)/ruff check algocline_nb tests $(wildcard bench examples)
 
 typecheck: venv
 	$(BIN)/mypy
