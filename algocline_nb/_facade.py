@@ -33,6 +33,14 @@ __all__ = ["SessionRegistry", "default_registry"]
 
 Reason = CancelReason | CancelCode | str | None
 
+#: Extra seconds a blocked caller waits past ``timeout=`` for the loop's own TimeoutError; the
+#: caller's bound only matters when the loop itself is stuck (e.g. a blocking inline responder).
+_TIMEOUT_GRACE = 0.5
+
+
+def _caller_bound(timeout: float | None) -> float | None:
+    return None if timeout is None else max(timeout, 0.0) + _TIMEOUT_GRACE
+
 
 class SessionRegistry:
     """Sessions of Lua strategies behind blocking calls; the loop runs on a background thread.
@@ -132,13 +140,21 @@ class SessionRegistry:
     def await_terminal(self, session_id: str, timeout: float | None = None) -> TerminalOutcome:
         """Block until the session ends (``TimeoutError`` after ``timeout`` s; Ctrl-C works)."""
         return self._runner.call(
-            self._core.await_terminal, session_id, timeout, what=f"await_terminal({session_id!r})"
+            self._core.await_terminal,
+            session_id,
+            timeout,
+            timeout=_caller_bound(timeout),
+            what=f"await_terminal({session_id!r})",
         )
 
     def wait_paused(self, session_id: str, timeout: float | None = None) -> ExecutionState:
         """Block until the session is paused or terminal; return that state."""
         return self._runner.call(
-            self._core.wait_paused, session_id, timeout, what=f"wait_paused({session_id!r})"
+            self._core.wait_paused,
+            session_id,
+            timeout,
+            timeout=_caller_bound(timeout),
+            what=f"wait_paused({session_id!r})",
         )
 
     def spawn_gc_task(self, ttl: float | timedelta, interval: float | timedelta) -> None:
@@ -240,6 +256,11 @@ class SessionRegistry:
     def closed(self) -> bool:
         return self._runner.is_closed
 
+    @property
+    def forked(self) -> bool:
+        """True in a child process forked after this registry started (it is unusable there)."""
+        return self._runner._is_forked()
+
     def __enter__(self) -> SessionRegistry:
         return self
 
@@ -275,6 +296,6 @@ def default_registry() -> SessionRegistry:
     """The process-wide registry the notebook layer uses (created on first call)."""
     global _default
     with _default_lock:
-        if _default is None or _default.closed:
+        if _default is None or _default.closed or _default.forked:
             _default = SessionRegistry()
         return _default
