@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -40,6 +41,20 @@ def lua_source(name: str) -> str | None:
         return resources.files(__package__).joinpath(f"{name}.lua").read_text("utf-8")
     except FileNotFoundError:
         return None
+
+
+_compile_lock = threading.Lock()
+
+
+@functools.cache
+def _bootstrap_bytecode() -> bytes:
+    """bootstrap.lua compiled once per process (stripped: every session loads it)."""
+    source = lua_source("bootstrap")
+    assert source is not None
+    with _compile_lock:
+        compiler = lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False)
+        dump = compiler.eval("function(src) return string.dump(assert(load(src, '=b')), true) end")
+        return bytes(dump(source.encode("utf-8")))
 
 
 class _Null:
@@ -111,27 +126,76 @@ class LuaConfig:
     scenarios_dir: str
 
 
-def _prompts(n: int, rest: Sequence[Any]) -> tuple[PausePrompt, ...]:
-    if n == 1:
-        p, s, m, g, u = rest[:5]
-        return (PausePrompt("q-0", p, s or None, m, bool(g), bool(u)),)
-    flat = list(rest[0].values())
-    return tuple(PausePrompt(f"q-{i}", *_fields(flat, 5 * i)) for i in range(n))
+class _BadRequest(Exception):
+    """An ``alc.llm`` / ``alc.llm_batch`` call with arguments the host refuses."""
 
 
-def _fields(flat: list[Any], k: int) -> tuple[Any, ...]:
-    p, s, m, g, u = flat[k : k + 5]
-    return (p, s or None, m, bool(g), bool(u))
+def _lua_type(value: Any) -> str:
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str | bytes):
+        return "string"
+    return str(lupa.lua_type(value) or type(value).__name__)
+
+
+def _query(query_id: str, prompt: Any, opts: Any, where: str) -> PausePrompt:
+    """One query from the raw Lua arguments of alc.llm (or one item of alc.llm_batch)."""
+    if isinstance(prompt, int | float) and not isinstance(prompt, bool):
+        prompt = str(prompt)
+    if not isinstance(prompt, str):
+        raise _BadRequest(f"{where}: prompt must be a string, got {_lua_type(prompt)}")
+    if opts is None:
+        return PausePrompt(query_id, prompt)
+    if lupa.lua_type(opts) != "table":
+        raise _BadRequest(f"{where}: opts must be a table, got {_lua_type(opts)}")
+    system = opts["system"]
+    max_tokens = opts["max_tokens"]
+    if max_tokens is None:
+        max_tokens = 1024
+    else:
+        if isinstance(max_tokens, float) and max_tokens.is_integer():
+            max_tokens = int(max_tokens)
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+            raise _BadRequest(f"{where}: max_tokens must be a non-negative integer")
+    return PausePrompt(
+        query_id,
+        prompt,
+        system if isinstance(system, str) else None,
+        max_tokens,
+        opts["grounded"] is True,
+        opts["underspecified"] is True,
+    )
+
+
+def _batch(items: Any) -> tuple[PausePrompt, ...]:
+    if lupa.lua_type(items) != "table":
+        raise _BadRequest("alc.llm_batch: expected an array of items")
+    n = len(items)
+    if n == 0:
+        raise _BadRequest("alc.llm_batch: empty items array")
+    prompts = []
+    for i in range(1, n + 1):
+        item = items[i]
+        if lupa.lua_type(item) != "table":
+            raise _BadRequest(f"alc.llm_batch: item {i} is not a table")
+        prompts.append(_query(f"q-{i - 1}", item["prompt"], item, f"alc.llm_batch item {i}"))
+    return tuple(prompts)
 
 
 class LuaSession:
     """The Lua side of one session: a private ``LuaRuntime`` and the strategy coroutine."""
 
-    __slots__ = ("_lua", "_step")
+    __slots__ = ("_batch", "_host", "_lua", "_step")
 
     def __init__(self) -> None:
         self._lua: Any = None
         self._step: Callable[..., Any] | None = None
+        self._host: Host | None = None
+        self._batch = False
 
     def start(self, host: Host, config: LuaConfig, code: str, ctx_json: str | None) -> StepResult:
         """Build the runtime, compile ``code`` and run it to its first pause or end."""
@@ -143,21 +207,18 @@ class LuaSession:
                 attribute_filter=_deny_attributes,
                 max_memory=config.memory_limit,
             )
-            boot_src = lua_source("bootstrap")
-            assert boot_src is not None
-            lua_config = lua.table_from(
-                {
-                    "budgeted": getattr(host, "budgeted", False),
-                    "package_path": config.package_path,
-                    "sandbox": config.sandbox,
-                    "hook_count": HOOK_COUNT,
-                    "state_dir": config.state_dir,
-                    "cards_dir": config.cards_dir,
-                    "scenarios_dir": config.scenarios_dir,
-                }
+            boot = lua.globals().load(_bootstrap_bytecode(), "=algocline_nb/bootstrap.lua", "b")
+            prepare, step = boot(
+                host.host_call,
+                NULL,
+                getattr(host, "budgeted", False),
+                config.package_path,
+                config.sandbox,
+                HOOK_COUNT,
+                config.state_dir,
+                config.cards_dir,
+                config.scenarios_dir,
             )
-            boot = lua.globals().load(boot_src, "=algocline_nb/bootstrap.lua")
-            prepare, step = boot(host.host_call, NULL, lua_config)
             res = prepare(code, ctx_json, "=strategy")
         except lupa.LuaMemoryError:
             return _oom(config.memory_limit)
@@ -167,7 +228,8 @@ class LuaSession:
             return StepFailed(str(res[1]), FailureKind.LUA_ERROR)
         self._lua = lua
         self._step = step
-        return self._run(None, None, config.memory_limit)
+        self._host = host
+        return self._run(None, None, None, config.memory_limit)
 
     def resume(
         self, answers: Sequence[str] | None, error: str | None, memory_limit: int | None
@@ -176,29 +238,48 @@ class LuaSession:
         if self._step is None:
             return StepFailed("the session has no running strategy", FailureKind.ENGINE_ERROR)
         if error is not None:
-            return self._run(False, error, memory_limit)
+            return self._run(False, error, 0, memory_limit)
         assert answers is not None
-        if len(answers) == 1:  # alc.llm, or alc.llm_batch of one item (wrapped in Lua)
-            return self._run(True, answers[0], memory_limit)
+        if not self._batch:
+            return self._run(True, answers[0], None, memory_limit)
         try:
             table = self._lua.table_from(list(answers))
         except lupa.LuaMemoryError:
             return _oom(memory_limit)
-        return self._run(True, table, memory_limit)
+        return self._run(True, table, None, memory_limit)
 
-    def _run(self, status: bool | None, value: Any, memory_limit: int | None) -> StepResult:
-        assert self._step is not None
-        try:
-            out = self._step(status, value)
-        except lupa.LuaMemoryError:
-            return _oom(memory_limit)
-        except lupa.LuaError as exc:  # an error escaping the driver itself
-            return StepFailed(str(exc), FailureKind.ENGINE_ERROR)
-        if not isinstance(out, tuple):
-            out = (out,)
-        tag = out[0]
-        if tag == "pause":
-            return Pause(_prompts(out[1], out[2:]))
+    def _run(
+        self, ok: bool | None, value: Any, level: int | None, memory_limit: int | None
+    ) -> StepResult:
+        assert self._step is not None and self._host is not None
+        while True:
+            try:
+                out = self._step(ok, value, level)
+                if not isinstance(out, tuple):
+                    out = (out,)
+                tag = out[0]
+                if tag == "pause" or tag == "batch":
+                    prompts: tuple[PausePrompt, ...]
+                    if tag == "pause":
+                        prompts = (_query("q-0", out[1], out[2], "alc.llm"),)
+                    else:
+                        prompts = _batch(out[1])
+            except lupa.LuaMemoryError:
+                return _oom(memory_limit)
+            except lupa.LuaError as exc:  # an error escaping the driver itself
+                return StepFailed(str(exc), FailureKind.ENGINE_ERROR)
+            except _BadRequest as exc:  # raised in the strategy, at its call
+                ok, value, level = False, str(exc), 2
+                continue
+            if tag == "pause" or tag == "batch":
+                if getattr(self._host, "budgeted", False):
+                    refused = self._host.host_call("budget", len(prompts))
+                    if refused:
+                        ok, value, level = False, str(refused), 0
+                        continue
+                self._batch = tag == "batch"
+                return Pause(prompts)
+            break
         if tag == "done":
             try:
                 return Finished(json.loads(out[1]))
@@ -214,6 +295,7 @@ class LuaSession:
         """Drop the runtime (its memory goes back at once)."""
         self._lua = None
         self._step = None
+        self._host = None
 
     def memory_used(self) -> int | None:
         lua = self._lua
@@ -228,7 +310,9 @@ def _clean_traceback(message: str) -> str:
     keep = [
         line
         for line in frames.split("\n")
-        if "algocline_nb/bootstrap.lua" not in line and "in upvalue 'raw_xpcall'" not in line
+        if "algocline_nb/" not in line
+        and "in upvalue 'raw_xpcall'" not in line
+        and not line.lstrip().startswith("?:")
     ]
     return head + sep + "\n".join(keep)  # the message itself is kept whole
 

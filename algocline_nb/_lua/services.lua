@@ -1,0 +1,225 @@
+-- alc.* services loaded on first use (most paused sessions never need them): log, progress,
+-- time, budget_remaining, stats, _dirs, state, the package searcher, print and the loaders.
+--
+-- Run as  services(kit)  by bootstrap.lua; `kit` carries the core's private pieces.
+local kit = ...
+local host, NULL, config, alc = kit.host, kit.NULL, kit.config, kit.alc
+local need_json, raw_load, raw_pcall, raw_loadfile = kit.need_json, kit.raw_load, pcall, kit.raw_loadfile
+local LLM, CANCEL, hook = kit.LLM, kit.CANCEL, kit.hook
+local co_create, co_resume, co_status, co_yield = kit.co_create, kit.co_resume, kit.co_status,
+  kit.co_yield
+local type, tostring, tonumber, error, select, rawget = type, tostring, tonumber, error, select, rawget
+local setmetatable, concat = setmetatable, table.concat
+local budgeted = config.budgeted
+
+-- ------------------------------------------------------------------ host services
+
+function alc.json_encode(value) return need_json().encode(value) end
+function alc.json_decode(text)
+  if type(text) ~= "string" then error("alc.json_decode: expected a string, got " .. type(text), 2) end
+  return need_json().decode(text)
+end
+
+local function text(v)
+  if v == nil then return "" end
+  return tostring(v)
+end
+
+function alc.log(level, msg, ...)
+  if msg == nil and select("#", ...) == 0 then level, msg = "info", level end
+  host("log", text(level), text(msg))
+end
+
+function alc.progress(step, total, msg)
+  -- numbers (or numeric strings) only: a progress event must carry a numeric step
+  local s = step ~= nil and tonumber(step) or nil
+  local t = total ~= nil and tonumber(total) or nil
+  if s == nil then error("alc.progress: step must be a number, got " .. type(step), 2) end
+  if total ~= nil and t == nil then
+    error("alc.progress: total must be a number, got " .. type(total), 2)
+  end
+  host("progress", s, t, msg ~= nil and tostring(msg) or nil)
+end
+
+function alc.time() return host("time") end
+
+function alc.budget_remaining()
+  if not budgeted then return nil end
+  local calls, ms, tokens = host("budget_remaining")
+  if calls == nil then calls = NULL end
+  if ms == nil then ms = NULL end
+  if tokens == nil then tokens = NULL end
+  return { llm_calls = calls, elapsed_ms = ms, tokens = tokens }
+end
+
+local stats = {}
+alc.stats = {
+  record = function(key, value)
+    stats[tostring(key)] = value
+    host("stat", tostring(key), need_json().encode(value))
+  end,
+  get = function(key) return stats[tostring(key)] end,
+}
+
+alc._dirs = { state = config.state_dir, cards = config.cards_dir, scenarios = config.scenarios_dir }
+
+-- ------------------------------------------------------------------ alc.state (persistent)
+
+-- The registry's JSON file store (`<app_dir>/state/<ns>.json`) answers host("state_<op>", ns,
+-- ...) with true, result | false, message. Values cross as JSON text, so they keep algocline's
+-- conversion rules (ints vs floats, null, arrays). The namespace is fixed when the session
+-- starts: ctx._ns when it is a string, else "default" (prepare() sets it).
+local utf8_len = utf8.len
+
+local function state_call(op, ...)
+  local ok, res = host("state_" .. op, kit.ns, ...)
+  if not ok then error(res, 3) end
+  return res
+end
+
+local function state_key(key, fn)
+  local t = type(key)
+  if t == "number" then return tostring(key) end
+  if t ~= "string" then error("alc.state." .. fn .. ": key must be a string, got " .. t, 3) end
+  if not utf8_len(key) then error("alc.state." .. fn .. ": key must be valid UTF-8 text", 3) end
+  return key
+end
+
+local function state_value(value, fn)
+  local ok, res = raw_pcall(need_json().encode, value)
+  if not ok then error("alc.state." .. fn .. ": the value is not JSON-able: " .. tostring(res), 3) end
+  if not utf8_len(res) then error("alc.state." .. fn .. ": the value holds text that is not UTF-8", 3) end
+  return res
+end
+
+local state = {}
+function state.get(key, default)
+  local found = state_call("get", state_key(key, "get"))
+  if found == nil then return default end
+  return need_json().decode(found)
+end
+function state.set(key, value)
+  state_call("set", state_key(key, "set"), state_value(value, "set"))
+end
+-- (no tail calls to state_call: its error level 3 must be the strategy's line)
+function state.set_nx(key, value)
+  local written = state_call("set_nx", state_key(key, "set_nx"), state_value(value, "set_nx"))
+  return written
+end
+function state.delete(key)
+  local existed = state_call("delete", state_key(key, "delete"))
+  return existed
+end
+function state.has(key)
+  local found = state_call("has", state_key(key, "has"))
+  return found
+end
+function state.keys()
+  local out, arr = {}, need_json().decode(state_call("keys"))
+  for i = 1, #arr do out[i] = arr[i] end
+  return out
+end
+function state.incr(key, delta, default)
+  key = state_key(key, "incr")
+  if delta == nil then delta = 1 end
+  if default == nil then default = 0 end
+  if type(delta) ~= "number" then error("alc.state.incr: delta must be a number", 2) end
+  if type(default) ~= "number" then error("alc.state.incr: default must be a number", 2) end
+  local value = state_call("incr", key, delta, default)
+  return value
+end
+-- alc.state.update lives in the prelude: a missing key loads it (any missing alc key does).
+setmetatable(state, {
+  __index = function(t, key)
+    setmetatable(t, nil)
+    local _ = alc.__prelude
+    return rawget(t, key)
+  end,
+})
+alc.state = state
+
+-- ------------------------------------------------------------------ packages (require)
+
+local io_open, searchpath, sformat, package_lib = kit.io_open, package.searchpath, string.format, package
+
+-- Replaces Lua's file searcher (kept working when the sandbox removes io). It searches
+-- package.path the same way, but names a chunk after its file relative to the package root
+-- ("@cot/init.lua", so errors read "cot/init.lua:12: ..."), and runs a module with no
+-- arguments, as algocline's loader does. A miss lists every file it tried.
+local function package_searcher(name)
+  local path = package_lib.path
+  if type(path) ~= "string" then error("package.path must be a string", 0) end
+  local tried = {}
+  for template in path:gmatch("[^;]+") do
+    local file, miss = searchpath(name, template)
+    if file then
+      local root = template:match("^[^?]*"):match("^(.*[/\\])") or ""
+      local f, err = io_open(file, "rb")
+      local src = f and f:read("a")
+      if f then f:close() end
+      local chunk
+      if src then chunk, err = raw_load(src, "@" .. file:sub(#root + 1), "t") end
+      if not chunk then
+        error(sformat("error loading module '%s' from file '%s':\n\t%s", name, file,
+          tostring(err or "cannot read the file")), 0)
+      end
+      return function() return chunk() end, file
+    end
+    tried[#tried + 1] = miss
+  end
+  return concat(tried, "\n\t")
+end
+
+local function print_(...)
+  local n, parts = select("#", ...), {}
+  for i = 1, n do parts[i] = tostring((select(i, ...))) end
+  host("log", "info", concat(parts, "\t"))
+end
+
+-- ------------------------------------------------------------------ loaders and coroutines
+
+-- Binary chunks can corrupt the VM: only source text is ever loaded.
+local function load_(chunk, name, _, env)
+  if env == nil then return raw_load(chunk, name, "t") end
+  return raw_load(chunk, name, "t", env)
+end
+local function loadfile_(name, _, env)
+  if env == nil then return raw_loadfile(name, "t") end
+  return raw_loadfile(name, "t", env)
+end
+local function dofile_(name)
+  local f, err = raw_loadfile(name, "t")
+  if not f then error(err, 2) end
+  return f()
+end
+
+-- Hooks are per coroutine in Lua: the strategy's own coroutines get the cancellation hook, and
+-- an alc.llm request made inside one travels up to the driver and its answer back down.
+local sethook, hook_count = kit.sethook, config.hook_count
+local function create(f)
+  local co = co_create(f)
+  sethook(co, hook, "", kit.cancelled and 1 or hook_count)
+  return co
+end
+local function relay(co, ok, first, ...)
+  if ok and first == LLM and co_status(co) == "suspended" then
+    return relay(co, co_resume(co, co_yield(LLM, ...)))
+  end
+  if not ok and first == CANCEL then error(CANCEL, 0) end
+  return ok, first, ...
+end
+local function resume(co, ...) return relay(co, co_resume(co, ...)) end
+local function unwrap(ok, ...)
+  if ok then return ... end
+  error((...), 0)
+end
+local function wrap(f)
+  local co = create(f)
+  return function(...) return unwrap(relay(co, co_resume(co, ...))) end
+end
+
+return {
+  searcher = package_searcher, print = print_, load = load_, loadfile = loadfile_,
+  dofile = dofile_, create = create, resume = resume, wrap = wrap,
+}
+
