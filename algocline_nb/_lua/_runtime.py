@@ -251,7 +251,8 @@ class LuaSession:
     def _run(
         self, ok: bool | None, value: Any, level: int | None, memory_limit: int | None
     ) -> StepResult:
-        assert self._step is not None and self._host is not None
+        assert self._step is not None
+        assert self._host is not None
         while True:
             try:
                 out = self._step(ok, value, level)
