@@ -7,6 +7,8 @@ whole API (see CONTRACT §1).
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._bus import EndOfStream as EndOfStream
 from ._bus import Observer as Observer
 from ._errors import AlgoclineError as AlgoclineError
@@ -139,6 +141,20 @@ __all__ = [
     "__version__",
     "default_registry",
 ]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext algocline_nb``: add the ``%session`` magics (IPython imported only now)."""
+    from . import magics
+
+    magics.load_ipython_extension(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext algocline_nb``: remove the magics and hooks; sessions keep running."""
+    from . import magics
+
+    magics.unload_ipython_extension(ipython)
 
 
 def _set_public_module() -> None:

@@ -196,6 +196,7 @@ class Observer:
             gate = threading.Lock()
             gate.acquire()
             self._bus.add_waiter(gate.release)
+            woken = False
             try:
                 item = self._take()
                 if item is not None:
@@ -203,9 +204,10 @@ class Observer:
                 remaining = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
                 # short slices keep Ctrl-C / kernel interrupts responsive on every platform
                 slice_ = 0.25 if remaining < 0 else min(remaining, 0.25)
-                gate.acquire(timeout=slice_)
+                woken = gate.acquire(timeout=slice_)
             finally:
-                self._bus.remove_waiter(gate.release)
+                if not woken:  # a wake-up already took our entry (the list was swapped out)
+                    self._bus.remove_waiter(gate.release)
             item = self._take()
             if item is not None:
                 return item
@@ -237,7 +239,10 @@ class Observer:
                     return item
                 await fut
             finally:
-                self._bus.remove_waiter(wake)
+                # a wake-up already took our entry (swapped out): removing it from the new
+                # list would cost O(observers) per event for nothing
+                if not fut.done() or fut.cancelled():
+                    self._bus.remove_waiter(wake)
 
     # ---- protocols
 

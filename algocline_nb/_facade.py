@@ -11,10 +11,10 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._bus import Observer
 from ._registry import DEFAULT_MEMORY_LIMIT, Answer, AsyncSessionRegistry, GcStats, Spec
@@ -29,7 +29,12 @@ from ._types import (
     TerminalOutcome,
 )
 
+if TYPE_CHECKING:
+    from .dataframe import DataFrame
+
 __all__ = ["SessionRegistry", "default_registry"]
+
+_T = TypeVar("_T")
 
 Reason = CancelReason | CancelCode | str | None
 
@@ -40,6 +45,11 @@ _TIMEOUT_GRACE = 0.5
 
 def _caller_bound(timeout: float | None) -> float | None:
     return None if timeout is None else max(timeout, 0.0) + _TIMEOUT_GRACE
+
+
+async def _plain(fn: Callable[[], _T]) -> _T:
+    """Run a plain call as a coroutine (``acall`` runs it on the registry's loop)."""
+    return fn()
 
 
 class SessionRegistry:
@@ -185,6 +195,67 @@ class SessionRegistry:
             self._core.history, session_id, what=f"history({session_id!r})"
         )
 
+    # ------------------------------------------------------------------ pandas export
+    # Snapshots are taken on the loop in one call; the frame is built here, off the loop.
+
+    def sessions_df(self) -> DataFrame:
+        """One row per session, oldest first (needs pandas: ``algocline_nb[pandas]``).
+
+        Columns: session_id, name (string); state, spec_kind (category); created_at,
+        finished_at, last_activity_at (datetime64[ms, UTC]); pauses, llm_calls,
+        prompt_tokens, completion_tokens, total_tokens (Int64); duration_ms (Float64, ms);
+        events, observers (Int64); failure_kind (category), failure_message (string),
+        cancel_code (category). ``algocline_nb.dataframe`` documents every column.
+        """
+        from .dataframe import sessions_frame
+
+        return sessions_frame(self.sessions())
+
+    def events_df(self, session_id: str | None = None) -> DataFrame:
+        """One row per event of ``session_id`` (of every session when None), by ``seq``.
+
+        Columns: session_id (string), seq (Int64), at (datetime64[ms, UTC]), kind (category of
+        the eight kinds), then the kinds' main fields flattened (NA where a kind has none):
+        from_state, to_state, pause_kind (category), queries (Int64), query_id (string),
+        prompt_tokens, completion_tokens (Int64), phase, title, content (string), step, total
+        (Float64), message (string); and fields (string: JSON of the event's own fields).
+        ``SessionNotFoundError`` for an unknown id. Needs pandas (``algocline_nb[pandas]``).
+        """
+        from .dataframe import events_frame
+
+        return events_frame(
+            self._runner.call_sync(
+                self._core.histories_nowait, session_id, what=f"events_df({session_id!r})"
+            )
+        )
+
+    def calls_df(self, session_id: str | None = None) -> DataFrame:
+        """One row per LLM query of ``session_id`` (of every session when None).
+
+        Columns: session_id, query_id (string), pause_index (Int64), prompt, system (string),
+        max_tokens (Int64), response, error (string), prompt_tokens, completion_tokens (Int64),
+        usage_provided (boolean), requested_at, answered_at (datetime64[ms, UTC]), latency_ms
+        (Float64, ms). ``SessionNotFoundError`` for an unknown id. Needs pandas
+        (``algocline_nb[pandas]``); ``algocline_nb.dataframe`` documents every column.
+        """
+        from .dataframe import calls_frame
+
+        return calls_frame(
+            self._runner.call_sync(
+                self._core.calls_nowait, session_id, what=f"calls_df({session_id!r})"
+            )
+        )
+
+    def gc_stats_df(self) -> DataFrame:
+        """One row per GC sweep, oldest first (needs pandas: ``algocline_nb[pandas]``).
+
+        Columns: started_at (datetime64[ms, UTC]), duration_ms (Float64, ms), scanned, evicted,
+        kept_observed, kept_live, kept_young (Int64).
+        """
+        from .dataframe import gc_stats_frame
+
+        return gc_stats_frame(self.gc_stats())
+
     # ------------------------------------------------------------------ awaitable twins
 
     async def aspawn(
@@ -236,6 +307,36 @@ class SessionRegistry:
     async def asessions(self) -> list[SessionSnapshot]:
         """``sessions`` for code running in another event loop."""
         return await self._runner.acall(self._core.sessions, what="sessions")
+
+    async def asessions_df(self) -> DataFrame:
+        """``sessions_df`` for code running in another event loop."""
+        from .dataframe import sessions_frame
+
+        return sessions_frame(await self.asessions())
+
+    async def aevents_df(self, session_id: str | None = None) -> DataFrame:
+        """``events_df`` for code running in another event loop."""
+        from .dataframe import events_frame
+
+        snap = functools.partial(self._core.histories_nowait, session_id)
+        return events_frame(
+            await self._runner.acall(_plain, snap, what=f"events_df({session_id!r})")
+        )
+
+    async def acalls_df(self, session_id: str | None = None) -> DataFrame:
+        """``calls_df`` for code running in another event loop."""
+        from .dataframe import calls_frame
+
+        snap = functools.partial(self._core.calls_nowait, session_id)
+        return calls_frame(await self._runner.acall(_plain, snap, what=f"calls_df({session_id!r})"))
+
+    async def agc_stats_df(self) -> DataFrame:
+        """``gc_stats_df`` for code running in another event loop."""
+        from .dataframe import gc_stats_frame
+
+        return gc_stats_frame(
+            await self._runner.acall(_plain, self._core.gc_stats, what="gc_stats")
+        )
 
     # ------------------------------------------------------------------ lifecycle
 

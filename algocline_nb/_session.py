@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from ._bus import Bus
@@ -39,7 +40,7 @@ from ._types import (
     now_ms,
 )
 
-__all__ = ["TRANSITIONS", "Budget", "CallRecord", "Session"]
+__all__ = ["TRANSITIONS", "Budget", "CallRecord", "CallSnapshot", "Session"]
 
 R, P, D, C, F = (
     ExecutionStateTag.RUNNING,
@@ -125,6 +126,48 @@ class CallRecord:
         self.error: str | None = None
         self.answered_at: int | None = None
         self.usage_provided = False
+
+    def snapshot(self, session_id: str) -> CallSnapshot:
+        """A frozen copy of this record (completion tokens unknown until answered)."""
+        answered = self.answered_at is not None
+        return CallSnapshot(
+            session_id=session_id,
+            query_id=self.query_id,
+            pause_index=self.pause_index,
+            prompt=self.prompt,
+            system=self.system,
+            max_tokens=self.max_tokens,
+            response=self.response,
+            error=self.error,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens if answered else None,
+            usage_provided=self.usage_provided,
+            requested_at=self.requested_at,
+            answered_at=self.answered_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CallSnapshot:
+    """A frozen view of one LLM query, made on the registry's loop (for the pandas export)."""
+
+    session_id: str
+    query_id: str
+    pause_index: int
+    prompt: str
+    system: str | None
+    max_tokens: int
+    response: str | None
+    error: str | None
+    prompt_tokens: int
+    completion_tokens: int | None
+    usage_provided: bool
+    requested_at: int
+    answered_at: int | None
+
+    @property
+    def latency_ms(self) -> int | None:
+        return None if self.answered_at is None else self.answered_at - self.requested_at
 
 
 class Session:

@@ -23,7 +23,7 @@ __all__ = ["LuaExecutor"]
 log = logging.getLogger("algocline_nb.lua")
 
 _STOP: Final = object()
-_LONG_STEP: Final = 0.005
+_LONG_STEP: Final = 0.01
 """A step running longer than this (seconds) counts as long: the pool may grow past it."""
 _IDLE_RETIRE: Final = 30.0
 
@@ -101,7 +101,12 @@ class LuaExecutor:
             count = len(self._threads)
             if count >= self._max:
                 return
-            stalled = count < self._min or any(now - t > _LONG_STEP for t in self._busy.values())
+            # grow only when every worker is stuck in one long step (a strategy computing):
+            # many short steps queueing up is throughput, which more threads cannot add
+            busy = self._busy.values()
+            stalled = count < self._min or (
+                len(busy) >= count and all(now - t > _LONG_STEP for t in busy)
+            )
         if stalled:
             self._start_worker()
         elif not self._check_armed:
