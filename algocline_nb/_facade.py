@@ -308,6 +308,25 @@ class SessionRegistry:
         """``sessions`` for code running in another event loop."""
         return await self._runner.acall(self._core.sessions, what="sessions")
 
+    async def agc_sweep(self, ttl: float | timedelta) -> GcStats:
+        """``gc_sweep`` for code running in another event loop."""
+        return await self._runner.acall(self._core.gc_sweep, ttl, what="gc_sweep")
+
+    async def agc_stats(self) -> list[GcStats]:
+        """``gc_stats`` for code running in another event loop."""
+        return await self._runner.acall(_plain, self._core.gc_stats, what="gc_stats")
+
+    async def asnapshot(self, session_id: str) -> SessionSnapshot:
+        """``snapshot`` for code running in another event loop."""
+        return await self._runner.acall(
+            self._core.snapshot, session_id, what=f"snapshot({session_id!r})"
+        )
+
+    async def ahistory(self, session_id: str) -> list[ProgressEvent]:
+        """``history`` for code running in another event loop."""
+        call = functools.partial(self._core.history, session_id)
+        return await self._runner.acall(_plain, call, what=f"history({session_id!r})")
+
     async def asessions_df(self) -> DataFrame:
         """``sessions_df`` for code running in another event loop."""
         from .dataframe import sessions_frame

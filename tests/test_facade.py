@@ -1192,3 +1192,21 @@ def test_forked_child_gets_runner_error_and_the_parent_keeps_working(tmp_path: P
     assert "child rc=0" in proc.stdout
     assert "parent: parent got answer" in proc.stdout
     assert "Fatal Python error" not in proc.stderr
+
+
+async def test_snapshot_history_and_gc_twins_match_the_blocking_verbs(
+    reg: SessionRegistry,
+) -> None:
+    sid = await reg.aspawn("return alc.llm('q')")
+    await reg.await_paused(sid, 10)
+    await reg.aresume(sid, "a")
+    await reg.aawait_terminal(sid, 10)
+    assert await reg.asnapshot(sid) == reg.snapshot(sid)
+    assert [e.to_dict() for e in await reg.ahistory(sid)] == [e.to_dict() for e in reg.history(sid)]
+    row = await reg.agc_sweep(3600)
+    assert (row.scanned, row.evicted, row.kept_young) == (1, 0, 1)
+    assert await reg.agc_stats() == reg.gc_stats() == [row]
+    row = await reg.agc_sweep(0)
+    assert row.evicted == 1
+    with pytest.raises(SessionNotFoundError):
+        await reg.asnapshot(sid)
