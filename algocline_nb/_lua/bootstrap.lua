@@ -41,28 +41,32 @@ local function need_json()
   return json
 end
 
-local kit
+local cancelled, ns = false, "default"
 -- A cancelled session errors at its next hook; if the strategy swallows that error with pcall,
 -- every following instruction errors again until the coroutine ends.
 local function hook()
-  if kit.cancelled or host("cancelled") then
-    kit.cancelled = true
+  if cancelled or host("cancelled") then
+    cancelled = true
     sethook(co_running(), hook, "", 1)
     error(CANCEL, 0)
   end
 end
 
-kit = {
-  host = host, NULL = NULL, alc = alc, ns = "default", need_json = need_json, LLM = LLM,
-  CANCEL = CANCEL, hook = hook, sethook = sethook, co_create = co_create, co_resume = co_resume,
-  co_status = co_status, co_yield = co_yield, raw_load = raw_load, raw_loadfile = loadfile,
-  io_open = io.open,
-  config = { budgeted = budgeted, package_path = package_path, hook_count = hook_count,
-    state_dir = state_dir, cards_dir = cards_dir, scenarios_dir = scenarios_dir },
-}
+-- The services get the core's private pieces in one table, made when they first load.
+local io_open, raw_loadfile = io.open, loadfile
 local svc
 local function services()
   if not svc then
+    local kit = {
+      host = host, NULL = NULL, alc = alc, need_json = need_json, LLM = LLM, CANCEL = CANCEL,
+      hook = hook, sethook = sethook, co_create = co_create, co_resume = co_resume,
+      co_status = co_status, co_yield = co_yield, raw_load = raw_load,
+      raw_loadfile = raw_loadfile, io_open = io_open,
+      namespace = function() return ns end,
+      hook_count = function() return cancelled and 1 or hook_count end,
+      config = { budgeted = budgeted, package_path = package_path, state_dir = state_dir,
+        cards_dir = cards_dir, scenarios_dir = scenarios_dir },
+    }
     svc = raw_load(host("source", "services"), "=algocline_nb/services.lua", "t")(kit)
   end
   return svc
@@ -121,14 +125,14 @@ local function prepare(code, ctx_json, chunkname)
   local body, err = raw_load(code, chunkname, "t")
   if not body then return nil, err end
   ctx = ctx_json and need_json().decode(ctx_json) or {}
-  if type(ctx._ns) == "string" then kit.ns = ctx._ns end
+  if type(ctx._ns) == "string" then ns = ctx._ns end
   main_co = co_create(function() return raw_xpcall(body, on_error) end)
   sethook(main_co, hook, "", hook_count)
   return true
 end
 
 local function finish(ok, tag, a, b)
-  if kit.cancelled then return "cancelled" end
+  if cancelled then return "cancelled" end
   if not ok then
     if tag == "not enough memory" then return "oom", tag end
     return "error", tostring(tag)

@@ -5,7 +5,7 @@
 local kit = ...
 local host, NULL, config, alc = kit.host, kit.NULL, kit.config, kit.alc
 local need_json, raw_load, raw_pcall, raw_loadfile = kit.need_json, kit.raw_load, pcall, kit.raw_loadfile
-local LLM, CANCEL, hook = kit.LLM, kit.CANCEL, kit.hook
+local LLM, CANCEL, hook, namespace = kit.LLM, kit.CANCEL, kit.hook, kit.namespace
 local co_create, co_resume, co_status, co_yield = kit.co_create, kit.co_resume, kit.co_status,
   kit.co_yield
 local type, tostring, tonumber, error, select, rawget = type, tostring, tonumber, error, select, rawget
@@ -72,7 +72,7 @@ alc._dirs = { state = config.state_dir, cards = config.cards_dir, scenarios = co
 local utf8_len = utf8.len
 
 local function state_call(op, ...)
-  local ok, res = host("state_" .. op, kit.ns, ...)
+  local ok, res = host("state_" .. op, namespace(), ...)
   if not ok then error(res, 3) end
   return res
 end
@@ -195,10 +195,10 @@ end
 
 -- Hooks are per coroutine in Lua: the strategy's own coroutines get the cancellation hook, and
 -- an alc.llm request made inside one travels up to the driver and its answer back down.
-local sethook, hook_count = kit.sethook, config.hook_count
+local sethook, hook_count = kit.sethook, kit.hook_count
 local function create(f)
   local co = co_create(f)
-  sethook(co, hook, "", kit.cancelled and 1 or hook_count)
+  sethook(co, hook, "", hook_count())
   return co
 end
 local function relay(co, ok, first, ...)
