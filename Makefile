@@ -1,35 +1,57 @@
-# The two commands the README promises: `make run` (main job) and `make test`.
+# The README's commands: `make run` (JupyterLab on the example notebooks), `make test` and
+# `make demo`. All of them set up .venv first.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# nbval compares every cell's fresh output with the one saved in the notebook; the sanitize file
+# rewrites wall-clock values (ids, times) on both sides first.
+NBVAL := --nbval --nbval-sanitize-with notebooks/nbval-sanitize.cfg
 
-.PHONY: run venv test lint typecheck pytest clean bench
+.PHONY: run venv test lint typecheck pytest notebooks demo clean bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e . --group dev
+# The package (editable) with its notebook and openai extras and the dev group; then the
+# kernelspec `python3` in the venv, pointing at the venv's Python: JupyterLab, nbval and
+# nbclient start the notebooks' kernels by that name.
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[notebook,openai]' --group dev
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3
 	touch $(STAMP)
 
 venv: $(STAMP)
 
+# JupyterLab on 127.0.0.1 with notebooks/ as its root; it prints the URL to open (Ctrl-C stops).
+# As root (containers, CI machines) JupyterLab refuses to start without --allow-root.
 run: venv
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --notebook-dir=notebooks \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 lint: venv
-	$(BIN)/ruff format --check algocline_nb tests $(wildcard bench examples)
-	$(BIN)/ruff check algocline_nb tests $(wildcard bench examples)
+	$(BIN)/ruff format --check algocline_nb tests $(wildcard bench examples scripts)
+	$(BIN)/ruff check algocline_nb tests $(wildcard bench examples scripts)
 
 typecheck: venv
 	$(BIN)/mypy
 
+# The unit tests and, in fresh kernels of the venv, nbval over the example notebooks (COLUMNS
+# fixes the width of argparse's help, `%session CMD -h`, as scripts/run_notebooks.py does).
 pytest: venv
-	$(BIN)/pytest -q
+	COLUMNS=80 $(BIN)/pytest -q tests notebooks $(NBVAL)
 
 test: lint typecheck pytest
+
+# Re-execute the example notebooks and save them with their outputs and widget state (after a
+# change of behaviour; nbval compares against what this saves).
+notebooks: venv
+	$(BIN)/python scripts/run_notebooks.py
+
+# The quickstart notebook, headless, then a table of its sessions.
+demo: venv
+	$(BIN)/python scripts/demo.py
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
