@@ -31,9 +31,10 @@ from ._errors import (
     SpawnError,
     UnknownQueryError,
 )
+from ._lua import _preempt
 from ._lua._executor import LuaExecutor
 from ._lua._runtime import Cancelled as StepCancelled
-from ._lua._runtime import Finished, LuaConfig, Pause, StepFailed, StepResult
+from ._lua._runtime import Finished, LuaConfig, Pause, Preempted, StepFailed, StepResult
 from ._lua._store import StateStore
 from ._session import Budget, CallSnapshot, Session
 from ._types import (
@@ -75,6 +76,13 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_MEMORY_LIMIT", "AsyncSessionRegistry", "GcStats"]
 
 DEFAULT_MEMORY_LIMIT: Final = 256 * 1024 * 1024
+DEFAULT_LOOP_SLICE: Final = 0.001
+_OFFLOAD_STEPS: Final = 16
+"""A session preempted on the loop runs its next steps on workers, this many, then tries again."""
+_OFFLOAD_FOREVER: Final = 1 << 62
+_STUCK: Final = 10
+"""A step that overran its slice this many times over ran where Lua cannot be suspended (or
+the machine is overloaded): its session stays on workers for good."""
 _ids = itertools.count()
 _GC_SLICE: Final = 0.002
 """Longest a GC sweep holds the loop before it yields (seconds)."""
@@ -145,6 +153,15 @@ class AsyncSessionRegistry:
         its own (or ``False`` for none).
     responder_concurrency
         How many responder calls (async or threaded) may run at once.
+    loop_slice
+        Seconds of Lua a step may run on the loop thread (default 1 ms). Most steps, from one
+        ``alc.llm`` to the next, take microseconds and finish there, with no thread hand-off.
+        A step still running when its slice is over is suspended and goes on on a worker
+        thread, and that session's next steps start on workers. ``0`` runs every step on a
+        worker. A step inside Lua code that cannot be suspended (a ``table.sort`` comparator,
+        a ``string.gsub`` callback, a module's top level while ``require`` runs it, one long
+        call of a C function) overruns its slice until it leaves that code; its session then
+        stays on workers.
 
     The registry binds to the running loop on first use; every verb must then be called on
     that loop (the blocking ``SessionRegistry`` does this for you from any thread).
@@ -159,6 +176,7 @@ class AsyncSessionRegistry:
         sandbox: bool = False,
         responder: Any = None,
         responder_concurrency: int = 16,
+        loop_slice: float = DEFAULT_LOOP_SLICE,
     ) -> None:
         if memory_limit is not None and memory_limit <= 0:
             raise ValueError("memory_limit must be a positive number of bytes (or None)")
@@ -170,6 +188,10 @@ class AsyncSessionRegistry:
         if responder_concurrency < 1:
             raise ValueError("responder_concurrency must be at least 1")
         self.responder_concurrency = responder_concurrency
+        loop_slice = float(loop_slice)
+        if not loop_slice >= 0:
+            raise ValueError(f"loop_slice must be a number of seconds >= 0, got {loop_slice}")
+        self.loop_slice = loop_slice if _preempt.AVAILABLE else 0.0
         self._responder_slots: asyncio.Semaphore | None = None
         self._responder_tasks: set[asyncio.Future[Any]] = set()
         self._config = LuaConfig(
@@ -281,12 +303,46 @@ class AsyncSessionRegistry:
             return
         session.started = time.monotonic()
         session.emit(Tick, "running")
-        assert self._executor is not None
-        self._executor.submit(
-            session.lua.start,
-            (session, self._config, session.code, session.ctx_json),
-            lambda result: self._on_step(session, result),
-        )
+        lua = session.lua
+        self._step(session, lua.start, (session, self._config, session.code, session.ctx_json))
+
+    def _step(self, session: Session, fn: Any, args: tuple[Any, ...]) -> None:
+        """Run one step of the strategy: on the loop within ``loop_slice``, else on a worker.
+
+        A step that finishes in its slice (most do: from one ``alc.llm`` to the next is
+        microseconds) costs no thread hand-off. One that is preempted goes on on a worker.
+        """
+        executor = self._executor
+        assert executor is not None
+        slice_ = self.loop_slice
+        if not slice_ or session.offload:
+            if session.offload and session.offload < _OFFLOAD_FOREVER:
+                session.offload -= 1
+            executor.submit(fn, args, lambda result: self._on_step(session, result))
+            return
+        start = time.perf_counter()
+        executor.hold()  # events the step posts are handled before its result
+        try:
+            result = fn(*args, start + slice_)
+        except Exception as exc:  # pragma: no cover - steps map their errors to results
+            result = exc
+        finally:
+            executor.release()
+        elapsed = time.perf_counter() - start
+        if elapsed > _STUCK * slice_:
+            session.offload = _OFFLOAD_FOREVER  # it ran where Lua could not be suspended
+        elif isinstance(result, Preempted) or elapsed > 2 * slice_:
+            session.offload = _OFFLOAD_STEPS
+        if isinstance(result, Preempted) and not (
+            session.cancel_requested or session.state.is_terminal
+        ):
+            lua = session.lua
+            assert lua is not None
+            executor.submit(
+                lua.proceed, (self.memory_limit,), lambda result: self._on_step(session, result)
+            )
+            return
+        self._on_step(session, result)
 
     def _on_step(self, session: Session, result: StepResult | BaseException) -> None:
         if session.state.is_terminal:
@@ -294,6 +350,10 @@ class AsyncSessionRegistry:
         if session.cancel_requested:  # checkpoint D: cancellation wins over any result
             self._finish_cancel(session)
             return
+        if isinstance(result, Preempted):  # pragma: no cover - only inline steps are preempted
+            result = StepFailed(
+                "engine error: a worker step was preempted", FailureKind.ENGINE_ERROR
+            )
         if isinstance(result, Pause):
             session.pause(result.prompts)
             responder = self.responder if session.responder is None else session.responder
@@ -435,12 +495,10 @@ class AsyncSessionRegistry:
         answers = None if error is not None else [c.response or "" for c in records]
         lua = session.lua
         assert lua is not None
-        assert self._executor is not None
-        self._executor.submit(
-            lua.resume,
-            (answers, error, self.memory_limit),
-            lambda result: self._on_step(session, result),
-        )
+        assert self._loop is not None
+        # the step runs in its own callback: resume returns first, and an inline responder
+        # answering the next pause does not recurse into this frame
+        self._loop.call_soon(self._step, session, lua.resume, (answers, error, self.memory_limit))
 
     async def cancel(
         self, session_id: str, reason: CancelReason | CancelCode | str | None = None

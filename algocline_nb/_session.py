@@ -185,6 +185,7 @@ class Session:
         "finished_at",
         "lua",
         "name",
+        "offload",
         "pauses",
         "pending",
         "post",
@@ -229,6 +230,7 @@ class Session:
         self.pauses = 0
         self.calls: list[CallRecord] = []
         self.lua: LuaSession | None = LuaSession()
+        self.offload = 0  # steps to run on workers before trying the loop again (see _registry)
         self.waiters: list[asyncio.Future[None]] | None = None
         self.post = post
         self.responder = responder

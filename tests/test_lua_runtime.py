@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from algocline_nb._lua import _preempt
 from algocline_nb._lua._runtime import (
     Cancelled,
     Finished,
@@ -30,7 +31,9 @@ from algocline_nb._types import FailureKind, PausePrompt
 class FakeHost:
     """What a runtime needs from its session: ``host_call`` and ``cancel_requested``.
 
-    ``cancel_after=n``: the n-th ``cancelled`` check (and every later one) reports True.
+    ``cancel_after=n``: the n-th cancellation check (and every later one) reports True. Lua
+    checks through ``host_call("cancelled")``, the runtime's C hook reads ``cancel_requested``;
+    both count.
     ``budget_error``: returned by the ``budget`` check (None = within budget).
     """
 
@@ -41,18 +44,26 @@ class FakeHost:
         budgeted: bool = False,
         budget_error: str | None = None,
     ) -> None:
-        self.cancel_requested = False
+        self._cancel = False
         self.cancel_after = cancel_after
         self.budgeted = budgeted
         self.budget_error = budget_error
         self.checks = 0
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
 
+    @property
+    def cancel_requested(self) -> bool:
+        self.checks += 1
+        if self.cancel_after is not None and self.checks >= self.cancel_after:
+            return True
+        return self._cancel
+
+    @cancel_requested.setter
+    def cancel_requested(self, value: bool) -> None:
+        self._cancel = value
+
     def host_call(self, op: str, *args: Any) -> Any:
         if op == "cancelled":
-            self.checks += 1
-            if self.cancel_after is not None and self.checks >= self.cancel_after:
-                return True
             return self.cancel_requested
         self.calls.append((op, args))
         if op == "source":
@@ -305,7 +316,9 @@ def test_cancel_flag_stops_a_busy_loop(config: LuaConfig, code: str) -> None:
     host = FakeHost(cancel_after=3)  # the first check is the step's own; then the hook's
     result = bounded(lambda: LuaSession().start(host, config, code, None))
     assert result == Cancelled()
-    assert host.checks == 3
+    # the C hook's second check sees the flag and hands over to the Lua hook, which checks once
+    # more and raises; without the C hook, the Lua hook's second check raises
+    assert host.checks == (4 if _preempt.AVAILABLE else 3)
 
 
 def test_close_drops_the_runtime(config: LuaConfig) -> None:

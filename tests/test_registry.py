@@ -770,7 +770,9 @@ async def test_cancel_right_after_spawn(reg: AsyncSessionRegistry) -> None:
     assert shapes(reg, sid) == [st("running", "cancelled", 0)]  # no tick
 
 
-async def test_cancel_wins_over_a_step_that_finishes(reg: AsyncSessionRegistry) -> None:
+async def test_cancel_wins_over_a_step_that_finishes(make_registry: RegistryFactory) -> None:
+    # steps on workers (loop_slice=0): a cancel can then arrive while a step runs in C
+    reg = make_registry(loop_slice=0)
     results: list[Any] = []
     original = reg._on_step
 

@@ -85,6 +85,14 @@ class LuaExecutor:
             except RuntimeError:  # the loop is closed: nobody is listening any more
                 pass
 
+    def hold(self) -> None:
+        """Loop thread, before an inline step: what is posted meanwhile waits for ``release``."""
+        self._drain_scheduled = True
+
+    def release(self) -> None:
+        """Loop thread, after an inline step: handle everything posted so far, in order."""
+        self._drain()
+
     def _drain(self) -> None:
         self._drain_scheduled = False
         outbox = self._outbox

@@ -1,6 +1,7 @@
 """One session's Lua runtime: set-up through bootstrap.lua, stepping, and lupa error mapping.
 
-Everything here runs on a Lua worker thread (see ``_executor``), never on the registry's loop.
+A step runs either on the registry's loop thread with a deadline (it is then preempted when its
+slice is over: see ``_preempt``) or on a Lua worker thread without one (see ``_executor``).
 lupa's exceptions are translated into step results at this one boundary.
 """
 
@@ -17,6 +18,7 @@ from typing import Any, Final, Protocol
 import lupa.lua54 as lupa
 
 from .._types import FailureKind, PausePrompt
+from . import _preempt
 
 __all__ = [
     "Cancelled",
@@ -25,6 +27,7 @@ __all__ = [
     "LuaConfig",
     "LuaSession",
     "Pause",
+    "Preempted",
     "StepFailed",
     "StepResult",
     "lua_source",
@@ -103,7 +106,16 @@ class Cancelled:
     """The strategy stopped at a cancellation checkpoint."""
 
 
-StepResult = Pause | Finished | StepFailed | Cancelled
+@dataclass(frozen=True, slots=True)
+class Preempted:
+    """The step's slice ran out: the strategy is suspended mid-computation (``proceed`` goes on)."""
+
+
+PREEMPTED: Final = Preempted()
+
+StepResult = Pause | Finished | StepFailed | Cancelled | Preempted
+
+_STRAY_YIELD: Final = "the strategy called coroutine.yield outside of a coroutine of its own"
 
 
 class Host(Protocol):
@@ -189,16 +201,29 @@ def _batch(items: Any) -> tuple[PausePrompt, ...]:
 class LuaSession:
     """The Lua side of one session: a private ``LuaRuntime`` and the strategy coroutine."""
 
-    __slots__ = ("_batch", "_host", "_lua", "_step")
+    __slots__ = ("_batch", "_host", "_lua", "_main", "_slice", "_step")
 
     def __init__(self) -> None:
         self._lua: Any = None
         self._step: Callable[..., Any] | None = None
         self._host: Host | None = None
+        self._slice: _preempt.StepSlice | None = None
+        self._main = 0  # the driver coroutine's lua_State*
         self._batch = False
 
-    def start(self, host: Host, config: LuaConfig, code: str, ctx_json: str | None) -> StepResult:
-        """Build the runtime, compile ``code`` and run it to its first pause or end."""
+    def start(
+        self,
+        host: Host,
+        config: LuaConfig,
+        code: str,
+        ctx_json: str | None,
+        deadline: float | None = None,
+    ) -> StepResult:
+        """Build the runtime, compile ``code`` and run it to its first pause or end.
+
+        With a ``deadline`` (``time.perf_counter()`` seconds) the step may stop early with
+        ``Preempted``; ``proceed`` then runs it on.
+        """
         try:
             lua = lupa.LuaRuntime(
                 register_eval=False,
@@ -218,37 +243,84 @@ class LuaSession:
                 config.state_dir,
                 config.cards_dir,
                 config.scenarios_dir,
+                self._rt,
             )
             res = prepare(code, ctx_json, "=strategy")
         except lupa.LuaMemoryError:
             return _oom(config.memory_limit)
         except lupa.LuaError as exc:
             return StepFailed(f"session set-up failed: {exc}", FailureKind.ENGINE_ERROR)
-        if isinstance(res, tuple):  # (nil, message): the code does not compile
+        if res[0] is None:  # (nil, message): the code does not compile
             return StepFailed(str(res[1]), FailureKind.LUA_ERROR)
         self._lua = lua
         self._step = step
         self._host = host
-        return self._run(None, None, None, config.memory_limit)
+        self._slice = _preempt.StepSlice(host)
+        self._main = int(res[1], 16)
+        _preempt.install(res[1])
+        return self._run(None, None, None, config.memory_limit, deadline)
 
     def resume(
-        self, answers: Sequence[str] | None, error: str | None, memory_limit: int | None
+        self,
+        answers: Sequence[str] | None,
+        error: str | None,
+        memory_limit: int | None,
+        deadline: float | None = None,
     ) -> StepResult:
         """Deliver the answers of the last pause (or one error) and run to the next stop."""
         if self._step is None:
             return StepFailed("the session has no running strategy", FailureKind.ENGINE_ERROR)
         if error is not None:
-            return self._run(False, error, 0, memory_limit)
+            return self._run(False, error, 0, memory_limit, deadline)
         assert answers is not None
         if not self._batch:
-            return self._run(True, answers[0], None, memory_limit)
+            return self._run(True, answers[0], None, memory_limit, deadline)
         try:
             table = self._lua.table_from(list(answers))
         except lupa.LuaMemoryError:
             return _oom(memory_limit)
-        return self._run(True, table, None, memory_limit)
+        return self._run(True, table, None, memory_limit, deadline)
+
+    def proceed(self, memory_limit: int | None, deadline: float | None = None) -> StepResult:
+        """Run on a step that was ``Preempted`` (on any thread) to its next stop."""
+        if self._step is None:
+            return StepFailed("the session has no running strategy", FailureKind.ENGINE_ERROR)
+        return self._run(None, None, None, memory_limit, deadline)
+
+    def _rt(self, op: str, address: str) -> bool | None:
+        """The runtime's own services for services.lua (see bootstrap.lua's header)."""
+        if op == "preempted":
+            run = self._slice
+            state = int(address, 16)
+            if run is None or state not in run.preempted:
+                return False
+            run.preempted.discard(state)
+            return True
+        if op == "adopt":
+            _preempt.install(address)
+        return None
 
     def _run(
+        self,
+        ok: bool | None,
+        value: Any,
+        level: int | None,
+        memory_limit: int | None,
+        deadline: float | None,
+    ) -> StepResult:
+        run = self._slice
+        assert self._step is not None
+        assert self._host is not None
+        assert run is not None
+        run.deadline = deadline
+        current = _preempt.current
+        current.run = run
+        try:
+            return self._drive(ok, value, level, memory_limit)
+        finally:
+            current.run = None
+
+    def _drive(
         self, ok: bool | None, value: Any, level: int | None, memory_limit: int | None
     ) -> StepResult:
         assert self._step is not None
@@ -288,6 +360,14 @@ class LuaSession:
                 return StepFailed(f"JSON parse error: {exc}", FailureKind.ENGINE_ERROR)
         if tag == "cancelled":
             return Cancelled()
+        if tag == "preempted":
+            return PREEMPTED
+        if tag == "yield":
+            run = self._slice
+            if run is not None and self._main in run.preempted:
+                run.preempted.discard(self._main)
+                return PREEMPTED
+            return StepFailed(_STRAY_YIELD, FailureKind.LUA_ERROR)
         if tag == "oom":
             return _oom(memory_limit)
         return StepFailed(_clean_traceback(str(out[1])), FailureKind.LUA_ERROR)
@@ -297,6 +377,7 @@ class LuaSession:
         self._lua = None
         self._step = None
         self._host = None
+        self._slice = None
 
     def memory_used(self) -> int | None:
         lua = self._lua

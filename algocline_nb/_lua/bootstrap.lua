@@ -4,25 +4,33 @@
 --
 -- Run once per runtime as
 --   bootstrap(host, NULL, budgeted, package_path, sandbox, hook_count, state_dir, cards_dir,
---             scenarios_dir)  -> prepare, step
---   prepare(code, ctx_json, chunkname) -> true | nil, message
+--             scenarios_dir, rt)  -> prepare, step
+--   prepare(code, ctx_json, chunkname) -> true, address | nil, message
 --   step(ok, value, level)             -> tag, ...
 -- `host(op, ...)` is the session's Python bridge; it lives in upvalues only, never in _G.
 -- alc.llm / alc.llm_batch yield their raw arguments; the host validates them and answers by
 -- calling step(true, text_or_texts) or step(false, message, level). Steps return
 --   "pause", prompt, opts | "batch", items | "done", json | "error", message
---   | "cancelled" | "oom", message
+--   | "cancelled" | "oom", message | "preempted" | "yield"
+-- "preempted": the slice of the step ran out inside one of the strategy's own coroutines (the
+-- runtime's C hook suspended it and the relay suspended the driver's coroutine too); "yield":
+-- the driver's coroutine was suspended without a value, by that hook (rt says) or by a stray
+-- coroutine.yield of the strategy. Either way step(nil) continues it.
+-- `rt(op, ...)` is the runtime's own bridge: rt("adopt", address) puts its C hook on a new
+-- coroutine; rt("preempted", address) tells (once) whether that hook suspended it.
 local host, NULL, budgeted, package_path, sandbox, hook_count, state_dir, cards_dir,
-  scenarios_dir = ...
+  scenarios_dir, rt = ...
 
 local traceback, sethook = debug.traceback, debug.sethook
 local co_create, co_resume, co_status = coroutine.create, coroutine.resume, coroutine.status
-local co_yield, co_running = coroutine.yield, coroutine.running
+local co_yield, co_running, co_isyieldable = coroutine.yield, coroutine.running,
+  coroutine.isyieldable
 local raw_load, raw_xpcall, raw_pcall = load, xpcall, pcall
 local type, tostring, error, rawget, setmetatable = type, tostring, error, rawget, setmetatable
 
 local LLM = setmetatable({}, { __name = "alc.llm request" })
 local CANCEL = setmetatable({}, { __name = "session cancelled" })
+local PREEMPT = setmetatable({}, { __name = "slice over" })
 local main_co
 
 local function answer(ok, value, level)
@@ -60,7 +68,8 @@ local function services()
     local kit = {
       host = host, NULL = NULL, alc = alc, need_json = need_json, LLM = LLM, CANCEL = CANCEL,
       hook = hook, sethook = sethook, co_create = co_create, co_resume = co_resume,
-      co_status = co_status, co_yield = co_yield, raw_load = raw_load,
+      co_status = co_status, co_yield = co_yield, co_isyieldable = co_isyieldable, rt = rt,
+      PREEMPT = PREEMPT, raw_load = raw_load,
       raw_loadfile = raw_loadfile, io_open = io_open,
       namespace = function() return ns end,
       hook_count = function() return cancelled and 1 or hook_count end,
@@ -128,7 +137,7 @@ local function prepare(code, ctx_json, chunkname)
   if type(ctx._ns) == "string" then ns = ctx._ns end
   main_co = co_create(function() return raw_xpcall(body, on_error) end)
   sethook(main_co, hook, "", hook_count)
-  return true
+  return true, string.format("%p", main_co)
 end
 
 local function finish(ok, tag, a, b)
@@ -142,7 +151,8 @@ local function finish(ok, tag, a, b)
     return "pause", a, b
   end
   if co_status(main_co) ~= "dead" then
-    return "error", "the strategy called coroutine.yield outside of a coroutine of its own"
+    if tag == PREEMPT then return "preempted" end
+    return "yield"
   end
   if tag then
     local encoded, res = raw_pcall(need_json().encode, a)

@@ -8,6 +8,7 @@ local need_json, raw_load, raw_pcall, raw_loadfile = kit.need_json, kit.raw_load
 local LLM, CANCEL, hook, namespace = kit.LLM, kit.CANCEL, kit.hook, kit.namespace
 local co_create, co_resume, co_status, co_yield = kit.co_create, kit.co_resume, kit.co_status,
   kit.co_yield
+local co_isyieldable, rt, PREEMPT = kit.co_isyieldable, kit.rt, kit.PREEMPT
 local type, tostring, tonumber, error, select, rawget = type, tostring, tonumber, error, select, rawget
 local setmetatable, concat = setmetatable, table.concat
 local budgeted = config.budgeted
@@ -193,17 +194,26 @@ local function dofile_(name)
   return f()
 end
 
--- Hooks are per coroutine in Lua: the strategy's own coroutines get the cancellation hook, and
--- an alc.llm request made inside one travels up to the driver and its answer back down.
+-- Hooks are per coroutine in Lua: the strategy's own coroutines get the cancellation hook (and
+-- then the runtime's C hook over it, which hands back to it on cancellation), and an alc.llm
+-- request made inside one travels up to the driver and its answer back down. When the C hook
+-- suspends a coroutine because the step's slice is over, the relay suspends every coroutine
+-- above it too, up to the driver; the next step resumes them all where they were.
 local sethook, hook_count = kit.sethook, kit.hook_count
 local function create(f)
   local co = co_create(f)
   sethook(co, hook, "", hook_count())
+  rt("adopt", sformat("%p", co))
   return co
 end
 local function relay(co, ok, first, ...)
-  if ok and first == LLM and co_status(co) == "suspended" then
-    return relay(co, co_resume(co, co_yield(LLM, ...)))
+  if ok and co_status(co) == "suspended" then
+    if first == LLM then return relay(co, co_resume(co, co_yield(LLM, ...))) end
+    if first == PREEMPT
+      or (first == nil and select("#", ...) == 0 and rt("preempted", sformat("%p", co))) then
+      if co_isyieldable() then co_yield(PREEMPT) end
+      return relay(co, co_resume(co))
+    end
   end
   if not ok and first == CANCEL then error(CANCEL, 0) end
   return ok, first, ...

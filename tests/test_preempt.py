@@ -1,0 +1,326 @@
+"""Preemptible steps: short steps run on the loop thread, long ones are suspended and go on on a
+worker (``_lua._preempt``, ``LuaSession.proceed``, ``AsyncSessionRegistry._step``)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import RegistryFactory, wait_for_tag
+
+from algocline_nb import AsyncSessionRegistry, Done, DoneOutcome, Failed, Paused
+from algocline_nb._lua import _preempt
+from algocline_nb._lua._runtime import (
+    PREEMPTED,
+    Finished,
+    LuaConfig,
+    LuaSession,
+    Pause,
+    StepFailed,
+)
+from algocline_nb._registry import _OFFLOAD_FOREVER
+from algocline_nb._types import FailureKind
+
+pytestmark = pytest.mark.skipif(
+    not _preempt.AVAILABLE, reason="this lupa build does not export the Lua C API"
+)
+
+BUSY = "local x = 0 for i = 1, 3e6 do x = x + i end"
+BUSY_SUM = sum(range(1, 3_000_001))
+SHORT = "for j = 1, 1e5 do end"  # 20 hook calls
+
+
+class Host:
+    """A session as the runtime sees it (only what these tests need)."""
+
+    budgeted = False
+
+    def __init__(self) -> None:
+        self.cancel_requested = False
+
+    def host_call(self, op: str, *args: Any) -> Any:
+        if op == "cancelled":
+            return self.cancel_requested
+        if op == "source":
+            from algocline_nb._lua._runtime import lua_source
+
+            return lua_source(str(args[0]))
+        return None
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> LuaConfig:
+    return LuaConfig(
+        package_path=f"{tmp_path}/?.lua",
+        memory_limit=64 * 2**20,
+        sandbox=False,
+        state_dir=str(tmp_path / "state"),
+        cards_dir=str(tmp_path / "cards"),
+        scenarios_dir=str(tmp_path / "scenarios"),
+    )
+
+
+def on_a_thread(fn: Any) -> Any:
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(fn()))
+    t.start()
+    t.join(10)
+    return out[0]
+
+
+def run_in_slices(lua: LuaSession, first: Any, limit: int = 100_000) -> tuple[Any, int]:
+    """Drive a preempted step to its end in 0-second slices, alternating threads."""
+    result, slices = first, 0
+    while result is PREEMPTED and slices < limit:
+        slices += 1
+        if slices % 2:
+            result = on_a_thread(lambda: lua.proceed(None, 0.0))
+        else:
+            result = lua.proceed(None, 0.0)
+    return result, slices
+
+
+# ------------------------------------------------------------------ the runtime
+
+
+def test_a_step_past_its_deadline_is_preempted_and_goes_on(config: LuaConfig) -> None:
+    lua = LuaSession()
+    first = lua.start(Host(), config, f"{BUSY} return x", None, deadline=0.0)
+    assert first is PREEMPTED
+    result, slices = run_in_slices(lua, first)
+    assert result == Finished(BUSY_SUM)
+    assert slices > 10  # 6M instructions in slices of 10k
+
+
+def test_without_a_deadline_a_step_runs_to_its_end(config: LuaConfig) -> None:
+    lua = LuaSession()
+    assert lua.start(Host(), config, f"{BUSY} return x", None) == Finished(BUSY_SUM)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        f"return coroutine.wrap(function() {BUSY} return x end)()",
+        f"local co = coroutine.create(function() {BUSY} return x end)"
+        " local ok, v = coroutine.resume(co) return v",
+        # two levels of the strategy's own coroutines
+        f"return coroutine.wrap(function() return coroutine.wrap(function() {BUSY} return x end)()"
+        " end)()",
+    ],
+    ids=["wrap", "create", "nested"],
+)
+def test_preemption_inside_the_strategys_coroutines_is_relayed(
+    config: LuaConfig, code: str
+) -> None:
+    lua = LuaSession()
+    first = lua.start(Host(), config, code, None, deadline=0.0)
+    assert first is PREEMPTED
+    result, _ = run_in_slices(lua, first)
+    assert result == Finished(BUSY_SUM)
+
+
+def test_the_strategys_own_empty_yields_are_not_taken_for_preemption(config: LuaConfig) -> None:
+    # a generator yielding nothing, many times, while slices keep running out
+    code = f"""
+    local gen = coroutine.wrap(function()
+      for i = 1, 50 do {SHORT} coroutine.yield() end
+      return "end"
+    end)
+    local n = 0
+    while gen() ~= "end" do n = n + 1 end
+    return n
+    """
+    lua = LuaSession()
+    result, _ = run_in_slices(lua, lua.start(Host(), config, code, None, deadline=0.0))
+    assert result == Finished(50)
+
+
+def test_an_llm_call_after_preemption_in_a_coroutine_pauses(config: LuaConfig) -> None:
+    code = f'return coroutine.wrap(function() {BUSY} return alc.llm("q" .. x) end)()'
+    lua = LuaSession()
+    result, _ = run_in_slices(lua, lua.start(Host(), config, code, None, deadline=0.0))
+    assert isinstance(result, Pause)
+    assert result.prompts[0].prompt == f"q{BUSY_SUM}"
+    assert lua.resume(["a"], None, None, deadline=0.0) == Finished("a")
+
+
+def test_a_stray_yield_is_still_an_error(config: LuaConfig) -> None:
+    lua = LuaSession()
+    result = lua.start(Host(), config, "coroutine.yield() return 1", None, deadline=None)
+    assert result == StepFailed(
+        "the strategy called coroutine.yield outside of a coroutine of its own",
+        FailureKind.LUA_ERROR,
+    )
+
+
+def test_code_that_cannot_be_suspended_overruns_then_finishes(config: LuaConfig) -> None:
+    # a sort comparator runs under a C function: no yield is possible there
+    code = f"""
+    local t = {{}}
+    for i = 1, 200 do t[i] = (i * 7919) % 200 end
+    table.sort(t, function(a, b) {SHORT} return a < b end)
+    return t[1] + t[200]
+    """
+    lua = LuaSession()
+    result = lua.start(Host(), config, code, None, deadline=0.0)
+    result, _ = run_in_slices(lua, result)
+    assert result == Finished(199)
+
+
+def test_cancel_reaches_a_loop_that_cannot_be_suspended(config: LuaConfig) -> None:
+    host = Host()
+    code = "table.sort({3, 2, 1}, function(a, b) while true do end end)"
+    lua = LuaSession()
+    timer = threading.Timer(0.05, lambda: setattr(host, "cancel_requested", True))
+    timer.start()
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(lua.start(host, config, code, None, 0.0)))
+    t.start()
+    t.join(5)
+    assert not t.is_alive()
+    assert type(out[0]).__name__ == "Cancelled"
+
+
+# ------------------------------------------------------------------ the registry
+
+
+def count_submits(reg: AsyncSessionRegistry) -> list[str]:
+    """Record the name of every step function handed to a worker."""
+    names: list[str] = []
+    executor = reg._executor
+    assert executor is not None
+    original = executor.submit
+
+    def spy(fn: Any, args: Any, done: Any) -> None:
+        names.append(fn.__name__)
+        original(fn, args, done)
+
+    executor.submit = spy  # type: ignore[method-assign]
+    return names
+
+
+async def test_short_steps_never_leave_the_loop(reg: AsyncSessionRegistry) -> None:
+    sid = await reg.spawn('local a = alc.llm("1") local b = alc.llm("2") return a .. b')
+    submits = count_submits(reg)
+    await wait_for_tag(reg, sid, "paused")
+    await reg.resume(sid, "x")
+    await reg.wait_paused(sid, timeout=5)
+    await reg.resume(sid, "y")
+    outcome = await reg.await_terminal(sid, timeout=5)
+    assert isinstance(outcome, DoneOutcome)
+    assert outcome.result.value == "xy"
+    assert submits == []
+
+
+async def test_a_long_step_moves_to_a_worker_and_the_loop_keeps_turning(
+    reg: AsyncSessionRegistry,
+) -> None:
+    sid = await reg.spawn("local x = 0 for i = 1, 6e7 do x = x + i end return x")
+    submits = count_submits(reg)  # the registry binds its loop on spawn; the step runs later
+    turns_while_running = 0
+    async with asyncio.timeout(30):
+        while not reg.state_nowait(sid).is_terminal:
+            turns_while_running += 1
+            await asyncio.sleep(0.001)
+    state = reg.state_nowait(sid)
+    assert isinstance(state, Done)
+    assert state.result.value == sum(range(1, 60_000_001))
+    assert submits == ["proceed"]
+    assert turns_while_running > 1  # the loop served this task while the strategy computed
+
+
+async def test_a_preempted_session_runs_its_next_steps_on_workers(
+    reg: AsyncSessionRegistry,
+) -> None:
+    sid = await reg.spawn("local x = 0 for i = 1, 2e7 do x = x + i end alc.llm('a') return x")
+    submits = count_submits(reg)
+    await wait_for_tag(reg, sid, "paused", timeout=30)
+    await reg.resume(sid, "x")
+    await reg.await_terminal(sid, timeout=30)
+    assert submits == ["proceed", "resume"]
+
+
+async def test_a_session_stuck_where_lua_cannot_yield_stays_on_workers(
+    reg: AsyncSessionRegistry,
+) -> None:
+    code = f"""
+    local t = {{}}
+    for i = 1, 100 do t[i] = (i * 7919) % 100 end
+    table.sort(t, function(a, b) {SHORT} return a < b end)
+    return alc.llm("sorted") .. t[1]
+    """
+    sid = await reg.spawn(code)
+    submits = count_submits(reg)
+    await wait_for_tag(reg, sid, "paused", timeout=30)
+    assert reg._sessions[sid].offload == _OFFLOAD_FOREVER
+    await reg.resume(sid, "x")
+    outcome = await reg.await_terminal(sid, timeout=30)
+    assert isinstance(outcome, DoneOutcome)
+    assert outcome.result.value == "x0"
+    assert submits == ["resume"]  # the first step ran on the loop: it reached alc.llm
+    assert reg._sessions[sid].offload == _OFFLOAD_FOREVER
+
+
+async def test_cancel_while_the_continuation_runs_on_a_worker(reg: AsyncSessionRegistry) -> None:
+    sid = await reg.spawn("while true do end")
+    await asyncio.sleep(0.05)
+    started = time.perf_counter()
+    await reg.cancel(sid, "stop")
+    outcome = await reg.await_terminal(sid, timeout=5)
+    assert type(outcome).__name__ == "CancelledOutcome"
+    assert time.perf_counter() - started < 2
+
+
+async def test_an_inline_responder_answering_forever_does_not_recurse(
+    make_registry: RegistryFactory,
+) -> None:
+    answers = 0
+
+    def responder(prompt: Any) -> str:
+        nonlocal answers
+        answers += 1
+        return "ok"
+
+    responder.inline = True  # type: ignore[attr-defined]
+    reg = make_registry(responder=responder)
+    sid = await reg.spawn("local n = 0 while n < 5000 do alc.llm('q') n = n + 1 end return n")
+    outcome = await reg.await_terminal(sid, timeout=30)
+    assert isinstance(outcome, DoneOutcome)
+    assert outcome.result.value == 5000
+    assert answers == 5000
+
+
+async def test_loop_slice_zero_runs_every_step_on_workers(make_registry: RegistryFactory) -> None:
+    reg = make_registry(loop_slice=0)
+    sid = await reg.spawn('return alc.llm("q")')
+    submits = count_submits(reg)
+    await wait_for_tag(reg, sid, "paused")
+    await reg.resume(sid, "a")
+    await reg.await_terminal(sid, timeout=5)
+    assert submits == ["start", "resume"]
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), -0.5])
+def test_loop_slice_must_be_a_non_negative_number(bad: float) -> None:
+    with pytest.raises(ValueError, match="loop_slice"):
+        AsyncSessionRegistry(loop_slice=bad)
+
+
+async def test_a_failing_step_inline_is_reported(reg: AsyncSessionRegistry) -> None:
+    sid = await reg.spawn('error("boom")')
+    state = await wait_for_tag(reg, sid, "failed")
+    assert isinstance(state, Failed)
+    assert "boom" in state.info.message
+
+
+async def test_paused_state_after_inline_start(reg: AsyncSessionRegistry) -> None:
+    sid = await reg.spawn('alc.log("info", "hi") return alc.llm("q")')
+    state = await wait_for_tag(reg, sid, "paused")
+    assert isinstance(state, Paused)
+    kinds = [e.kind for e in reg.history(sid)]
+    # the note the step posted comes before the pause it reached
+    assert kinds.index("note") < kinds.index("pause_requested")
