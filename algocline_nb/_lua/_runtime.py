@@ -233,7 +233,7 @@ class LuaSession:
                 max_memory=config.memory_limit,
             )
             boot = lua.globals().load(_bootstrap_bytecode(), "=algocline_nb/bootstrap.lua", "b")
-            prepare, step = boot(
+            prepare, step, collect = boot(
                 host.host_call,
                 NULL,
                 getattr(host, "budgeted", False),
@@ -258,7 +258,11 @@ class LuaSession:
         self._slice = _preempt.StepSlice(host)
         self._main = int(res[1], 16)
         _preempt.install(res[1])
-        return self._run(None, None, None, config.memory_limit, deadline)
+        del boot, prepare  # the set-up chunk becomes garbage
+        out = self._run(None, None, None, config.memory_limit, deadline)
+        if isinstance(out, Pause):  # a paused session keeps only its live heap (~4 KiB less)
+            collect("collect")
+        return out
 
     def resume(
         self,

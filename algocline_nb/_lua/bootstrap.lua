@@ -4,7 +4,7 @@
 --
 -- Run once per runtime as
 --   bootstrap(host, NULL, budgeted, package_path, sandbox, hook_count, state_dir, cards_dir,
---             scenarios_dir, rt)  -> prepare, step
+--             scenarios_dir, rt)  -> prepare, step, collectgarbage
 --   prepare(code, ctx_json, chunkname) -> true, address | nil, message
 --   step(ok, value, level)             -> tag, ...
 -- `host(op, ...)` is the session's Python bridge; it lives in upvalues only, never in _G.
@@ -60,23 +60,17 @@ local function hook()
   end
 end
 
--- The services get the core's private pieces in one table, made when they first load.
+-- The services get the core's private pieces as arguments when they first load (no table of
+-- them: its keys and code would sit in every paused session).
 local io_open, raw_loadfile = io.open, loadfile
 local svc
 local function services()
   if not svc then
-    local kit = {
-      host = host, NULL = NULL, alc = alc, need_json = need_json, LLM = LLM, CANCEL = CANCEL,
-      hook = hook, sethook = sethook, co_create = co_create, co_resume = co_resume,
-      co_status = co_status, co_yield = co_yield, co_isyieldable = co_isyieldable, rt = rt,
-      PREEMPT = PREEMPT, raw_load = raw_load,
-      raw_loadfile = raw_loadfile, io_open = io_open,
-      namespace = function() return ns end,
-      hook_count = function() return cancelled and 1 or hook_count end,
-      config = { budgeted = budgeted, package_path = package_path, state_dir = state_dir,
-        cards_dir = cards_dir, scenarios_dir = scenarios_dir },
-    }
-    svc = raw_load(host("source", "services"), "=algocline_nb/services.lua", "t")(kit)
+    svc = raw_load(host("source", "services"), "=algocline_nb/services.lua", "t")(
+      host, NULL, alc, need_json, LLM, CANCEL, hook, sethook, co_create, co_resume, co_status,
+      co_yield, co_isyieldable, rt, PREEMPT, raw_load, raw_loadfile, io_open,
+      function() return ns, cancelled and 1 or hook_count end,
+      budgeted, state_dir, cards_dir, scenarios_dir)
   end
   return svc
 end
@@ -101,17 +95,16 @@ setmetatable(alc, {
 debug, python = nil, nil
 package.loaded.debug, package.loaded.python = nil, nil
 package.cpath = ""
-package.loadlib = function() return nil, "C modules are not allowed in algocline_nb", "absent" end
 local searchers = package.searchers
 searchers[4], searchers[3] = nil, nil
 package.path = package_path
--- Stubs that load the services on first call (one shared function prototype).
+-- Stubs that load the services on first call (one shared function prototype). os.exit would
+-- end the whole Python process (the notebook's kernel); package.loadlib could load C code.
 local function stub(name) return function(...) return services()[name](...) end end
 searchers[2] = stub("searcher")
+os.exit, package.loadlib = stub("exit"), stub("loadlib")
 print, load, loadfile, dofile = stub("print"), stub("load"), stub("loadfile"), stub("dofile")
 coroutine.create, coroutine.resume, coroutine.wrap = stub("create"), stub("resume"), stub("wrap")
--- os.exit would end the whole Python process (the notebook's kernel).
-os.exit = function() error("os.exit is not available in an algocline_nb session", 2) end
 if sandbox then
   io, package.loaded.io = nil, nil
   os.execute, os.remove, os.rename = nil, nil, nil
@@ -169,4 +162,6 @@ local function step(ok, value, level)
   return finish(co_resume(main_co, ok, value, level))
 end
 
-return prepare, step
+-- The host runs a full collection once the session first pauses: the set-up garbage (the
+-- bytecode, this chunk) is then freed at once rather than over the next GC cycle.
+return prepare, step, collectgarbage

@@ -1,17 +1,14 @@
 -- alc.* services loaded on first use (most paused sessions never need them): log, progress,
 -- time, budget_remaining, stats, _dirs, state, the package searcher, print and the loaders.
 --
--- Run as  services(kit)  by bootstrap.lua; `kit` carries the core's private pieces.
-local kit = ...
-local host, NULL, config, alc = kit.host, kit.NULL, kit.config, kit.alc
-local need_json, raw_load, raw_pcall, raw_loadfile = kit.need_json, kit.raw_load, pcall, kit.raw_loadfile
-local LLM, CANCEL, hook, namespace = kit.LLM, kit.CANCEL, kit.hook, kit.namespace
-local co_create, co_resume, co_status, co_yield = kit.co_create, kit.co_resume, kit.co_status,
-  kit.co_yield
-local co_isyieldable, rt, PREEMPT = kit.co_isyieldable, kit.rt, kit.PREEMPT
+-- Run by bootstrap.lua with the core's private pieces as arguments (see services() there);
+-- `info()` gives the session's namespace and the hook count for new coroutines.
+local host, NULL, alc, need_json, LLM, CANCEL, hook, sethook, co_create, co_resume, co_status,
+  co_yield, co_isyieldable, rt, PREEMPT, raw_load, raw_loadfile, io_open, info, budgeted,
+  state_dir, cards_dir, scenarios_dir = ...
+local raw_pcall = pcall
 local type, tostring, tonumber, error, select, rawget = type, tostring, tonumber, error, select, rawget
 local setmetatable, concat = setmetatable, table.concat
-local budgeted = config.budgeted
 
 -- ------------------------------------------------------------------ host services
 
@@ -62,7 +59,7 @@ alc.stats = {
   get = function(key) return stats[tostring(key)] end,
 }
 
-alc._dirs = { state = config.state_dir, cards = config.cards_dir, scenarios = config.scenarios_dir }
+alc._dirs = { state = state_dir, cards = cards_dir, scenarios = scenarios_dir }
 
 -- ------------------------------------------------------------------ alc.state (persistent)
 
@@ -73,7 +70,7 @@ alc._dirs = { state = config.state_dir, cards = config.cards_dir, scenarios = co
 local utf8_len = utf8.len
 
 local function state_call(op, ...)
-  local ok, res = host("state_" .. op, namespace(), ...)
+  local ok, res = host("state_" .. op, (info()), ...)
   if not ok then error(res, 3) end
   return res
 end
@@ -141,7 +138,7 @@ alc.state = state
 
 -- ------------------------------------------------------------------ packages (require)
 
-local io_open, searchpath, sformat, package_lib = kit.io_open, package.searchpath, string.format, package
+local searchpath, sformat, package_lib = package.searchpath, string.format, package
 
 -- Replaces Lua's file searcher (kept working when the sandbox removes io). It searches
 -- package.path the same way, but names a chunk after its file relative to the package root
@@ -199,10 +196,9 @@ end
 -- request made inside one travels up to the driver and its answer back down. When the C hook
 -- suspends a coroutine because the step's slice is over, the relay suspends every coroutine
 -- above it too, up to the driver; the next step resumes them all where they were.
-local sethook, hook_count = kit.sethook, kit.hook_count
 local function create(f)
   local co = co_create(f)
-  sethook(co, hook, "", hook_count())
+  sethook(co, hook, "", select(2, info()))
   rt("adopt", sformat("%p", co))
   return co
 end
@@ -228,8 +224,12 @@ local function wrap(f)
   return function(...) return unwrap(relay(co, co_resume(co, ...))) end
 end
 
+-- os.exit would end the whole Python process (the notebook's kernel).
+local function exit() error("os.exit is not available in an algocline_nb session", 2) end
+local function loadlib() return nil, "C modules are not allowed in algocline_nb", "absent" end
+
 return {
-  searcher = package_searcher, print = print_, load = load_, loadfile = loadfile_,
-  dofile = dofile_, create = create, resume = resume, wrap = wrap,
+  searcher = package_searcher, exit = exit, loadlib = loadlib, print = print_, load = load_,
+  loadfile = loadfile_, dofile = dofile_, create = create, resume = resume, wrap = wrap,
 }
 
