@@ -17,7 +17,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._bus import Observer
-from ._registry import DEFAULT_MEMORY_LIMIT, Answer, AsyncSessionRegistry, GcStats, Spec
+from ._registry import (
+    DEFAULT_LOOP_SLICE,
+    DEFAULT_MEMORY_LIMIT,
+    Answer,
+    AsyncSessionRegistry,
+    GcStats,
+    Spec,
+)
 from ._runner import LoopRunner, RunnerError
 from ._types import (
     CancelCode,
@@ -78,6 +85,7 @@ class SessionRegistry:
         sandbox: bool = False,
         responder: Any = None,
         responder_concurrency: int = 16,
+        loop_slice: float = DEFAULT_LOOP_SLICE,
     ) -> None:
         self._core = AsyncSessionRegistry(
             app_dir=app_dir,
@@ -86,6 +94,7 @@ class SessionRegistry:
             sandbox=sandbox,
             responder=responder,
             responder_concurrency=responder_concurrency,
+            loop_slice=loop_slice,
         )
         self._runner = LoopRunner(name="algocline-nb-registry")
         self._runner.set_shutdown_hook(self._core.close)

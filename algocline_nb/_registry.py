@@ -73,7 +73,7 @@ from ._types import Cancelled as CancelledState
 if TYPE_CHECKING:
     from .dataframe import DataFrame
 
-__all__ = ["DEFAULT_MEMORY_LIMIT", "AsyncSessionRegistry", "GcStats"]
+__all__ = ["DEFAULT_LOOP_SLICE", "DEFAULT_MEMORY_LIMIT", "AsyncSessionRegistry", "GcStats"]
 
 DEFAULT_MEMORY_LIMIT: Final = 256 * 1024 * 1024
 DEFAULT_LOOP_SLICE: Final = 0.001

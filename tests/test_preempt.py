@@ -324,3 +324,21 @@ async def test_paused_state_after_inline_start(reg: AsyncSessionRegistry) -> Non
     kinds = [e.kind for e in reg.history(sid)]
     # the note the step posted comes before the pause it reached
     assert kinds.index("note") < kinds.index("pause_requested")
+
+
+def test_the_facade_takes_loop_slice(tmp_path: Path) -> None:
+    from algocline_nb import SessionRegistry
+
+    with SessionRegistry(app_dir=tmp_path, loop_slice=0.002) as reg:
+        assert reg.core.loop_slice == 0.002
+        sid = reg.spawn("while true do end")
+        for _ in range(20):  # the loop answers while the strategy computes on a worker
+            assert reg.state(sid).tag == "running"
+        reg.cancel(sid)
+        assert type(reg.await_terminal(sid, timeout=5)).__name__ == "CancelledOutcome"
+    with SessionRegistry(app_dir=tmp_path, loop_slice=0) as reg:
+        assert reg.core.loop_slice == 0
+        sid = reg.spawn('return alc.llm("q")')
+        reg.wait_paused(sid, timeout=5)
+        reg.resume(sid, "a")
+        assert reg.await_terminal(sid, timeout=5).result.value == "a"
