@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -207,6 +208,7 @@ class AsyncSessionRegistry:
         self._terminal: dict[str, None] = {}  # terminal ids in order of termination
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: LuaExecutor | None = None
+        self._main_thread = False  # the loop runs on the main thread (set on first use)
         self._gc_task: asyncio.Task[None] | None = None
         self._gc_stats: list[GcStats] = []
         self._closed = False
@@ -218,6 +220,7 @@ class AsyncSessionRegistry:
         if self._loop is None:
             self._loop = loop
             self._executor = LuaExecutor(loop)
+            self._main_thread = threading.current_thread() is threading.main_thread()
         elif loop is not self._loop:
             raise RuntimeError(
                 "this AsyncSessionRegistry belongs to another event loop; use it there, or use"
@@ -320,6 +323,8 @@ class AsyncSessionRegistry:
                 session.offload -= 1
             executor.submit(fn, args, lambda result: self._on_step(session, result))
             return
+        guard = self._main_thread  # Ctrl-C lands on the main thread (see _preempt)
+        saved = _preempt.guard_interrupts() if guard else None
         start = time.perf_counter()
         executor.hold()  # events the step posts are handled before its result
         try:
@@ -328,6 +333,8 @@ class AsyncSessionRegistry:
             result = exc
         finally:
             executor.release()
+            if guard:
+                _preempt.unguard_interrupts(saved)
         elapsed = time.perf_counter() - start
         if elapsed > _STUCK * slice_:
             session.offload = _OFFLOAD_FOREVER  # it ran where Lua could not be suspended
@@ -341,8 +348,11 @@ class AsyncSessionRegistry:
             executor.submit(
                 lua.proceed, (self.memory_limit,), lambda result: self._on_step(session, result)
             )
-            return
-        self._on_step(session, result)
+        else:
+            self._on_step(session, result)
+        interrupt = _preempt.take_interrupt()
+        if interrupt is not None:  # Ctrl-C during the step, on the main thread: deliver it now
+            raise interrupt
 
     def _on_step(self, session: Session, result: StepResult | BaseException) -> None:
         if session.state.is_terminal:

@@ -342,3 +342,29 @@ def test_the_facade_takes_loop_slice(tmp_path: Path) -> None:
         reg.wait_paused(sid, timeout=5)
         reg.resume(sid, "a")
         assert reg.await_terminal(sid, timeout=5).result.value == "a"
+
+
+def test_ctrl_c_during_an_inline_step_is_delivered(tmp_path: Path) -> None:
+    # a loop run without asyncio.run's SIGINT handler: Ctrl-C raises KeyboardInterrupt in
+    # whatever Python code runs on the main thread, here the hook inside a Lua step
+    import _thread
+
+    async def main() -> None:
+        async with AsyncSessionRegistry(app_dir=tmp_path, loop_slice=2.0) as reg:
+            reg.spawn_nowait("while true do end")
+            timer = threading.Timer(0.1, _thread.interrupt_main)
+            timer.start()
+            await asyncio.sleep(10)
+
+    loop = asyncio.new_event_loop()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(main())
+        # the step gave up its 2 s slice at once, and the interrupt was not swallowed
+        assert time.perf_counter() - started < 1.5
+    finally:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.run_until_complete(asyncio.sleep(0.05))
+        loop.close()

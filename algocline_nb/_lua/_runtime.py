@@ -316,6 +316,8 @@ class LuaSession:
         assert self._step is not None
         assert self._host is not None
         assert run is not None
+        if self._host.cancel_requested:  # checkpoint B: cancelled before this step
+            return Cancelled()
         run.deadline = deadline
         current = _preempt.current
         current.run = run

@@ -157,8 +157,8 @@ local function finish(ok, tag, a, b)
   return "error", a
 end
 
+-- (the host checks for cancellation before each step: no Python call here)
 local function step(ok, value, level)
-  if host("cancelled") then return "cancelled" end
   return finish(co_resume(main_co, ok, value, level))
 end
 
