@@ -184,11 +184,57 @@ def langgraph(n: int, cycles: int) -> dict[str, Any]:
     return {"n": done, "cycles": cycles, "rss_per_thread_kib": (rss_bytes() - r0) / done / KIB}
 
 
+def floor(n: int) -> dict[str, Any]:
+    """The contract's one runtime per session, before any of our code: RSS per runtime.
+
+    ``bare``: N ``LuaRuntime`` objects built with the options ``LuaSession.start`` uses.
+    ``coroutine``: the same, each also holding one coroutine paused in a ``coroutine.yield``
+    from inside a ``pcall`` (the smallest stand-in for a paused strategy).
+    """
+    import lupa.lua54 as lupa
+
+    from algocline_nb._lua._runtime import _deny_attributes
+
+    def runtime() -> Any:
+        return lupa.LuaRuntime(
+            register_eval=False,
+            register_builtins=False,
+            unpack_returned_tuples=True,
+            attribute_filter=_deny_attributes,
+            max_memory=256 * 1024 * 1024,
+        )
+
+    out: dict[str, Any] = {"n": n}
+    for kind in ("bare", "coroutine"):
+        warm = [runtime() for _ in range(200)]
+        settle_memory()
+        r0 = rss_bytes()
+        kept = []
+        for _ in range(n):
+            lua = runtime()
+            if kind == "coroutine":
+                lua.execute(
+                    "debug, python = nil, nil package.loaded.debug = nil"
+                    " package.loaded.python = nil"
+                    " CO = coroutine.create(function() pcall(coroutine.yield) end)"
+                    " coroutine.resume(CO) collectgarbage()"
+                )
+            kept.append(lua)
+        settle_memory()
+        out[f"{kind}_kib"] = (rss_bytes() - r0) / n / KIB
+        out[f"{kind}_heap_kib"] = float(kept[0].globals().collectgarbage("count"))
+        del kept, warm
+        settle_memory()
+    return out
+
+
 def child(kind: str, n: int, spawn_seconds: float, cycle_seconds: float) -> Any:
     if kind == "ours":
         return asyncio.run(ours(n, spawn_seconds, cycle_seconds))
     if kind == "history":
         return asyncio.run(history_per_cycle())
+    if kind == "floor":
+        return floor(n)
     if kind == "lg":
         return langgraph(n, 0)
     if kind == "lg-cycles":
@@ -204,6 +250,7 @@ def main() -> None:
         ("ours10k", "ours", 10_000, 20.0, 30.0),
         ("ours100k", "ours", 100_000, 50.0, 110.0),
         ("history", "history", 0, 30.0, 0.0),
+        ("floor", "floor", 10_000, 30.0, 0.0),
         ("lg", "lg", 1000, 30.0, 0.0),
         ("lg_cycles", "lg-cycles", 200, 30.0, 0.0),
     ):
@@ -214,7 +261,7 @@ def main() -> None:
         except Exception as exc:
             runs[key] = {"error": str(exc)[-500:]}
     o10, o100, hist = runs["ours10k"], runs["ours100k"], runs["history"]
-    lg, lgc = runs["lg"], runs["lg_cycles"]
+    lg, lgc, fl = runs["lg"], runs["lg_cycles"], runs["floor"]
     hist_kib = hist.get("bytes_per_cycle", float("nan")) / KIB
     rows = []
     for label, o in (("10k", o10), ("100k", o100)):
@@ -249,6 +296,27 @@ def main() -> None:
             "events + call record of one cycle",
         ]
     )
+    if "error" not in fl:
+        rows.append(
+            [
+                "floor: a bare `LuaRuntime` (the contract's one per session), our options",
+                f"{fl['n']:,}",
+                fmt(fl["bare_kib"]),
+                "",
+                fmt(fl["bare_heap_kib"]),
+                "no code of ours",
+            ]
+        )
+        rows.append(
+            [
+                "floor: bare `LuaRuntime` + one coroutine paused in `pcall(coroutine.yield)`",
+                f"{fl['n']:,}",
+                fmt(fl["coroutine_kib"]),
+                "",
+                fmt(fl["coroutine_heap_kib"]),
+                "debug/python dropped, one full collect",
+            ]
+        )
     if "error" not in lg:
         rows.append(
             [
