@@ -123,6 +123,39 @@ def test_preemption_inside_the_strategys_coroutines_is_relayed(
     assert result == Finished(BUSY_SUM)
 
 
+@pytest.mark.parametrize(
+    ("code", "value"),
+    [
+        (f"local ok, v = pcall(function() {BUSY} return x end) return v", BUSY_SUM),
+        (
+            f"local ok, v = xpcall(function() {BUSY} error('late ' .. x) end,"
+            " function(m) return 'handled: ' .. m end) return v",
+            f"handled: strategy:1: late {BUSY_SUM}",
+        ),
+        (
+            "local t = setmetatable({}, {__index = function(_, k)"
+            f" {BUSY} return x + k end}}) return t[1]",
+            BUSY_SUM + 1,
+        ),
+        (
+            "local mt = {__add = function(a, b)"
+            f" {BUSY} return x + b end}} return setmetatable({{}}, mt) + 2",
+            BUSY_SUM + 2,
+        ),
+        # gsub calls its function from C: no yield inside it, but the step still finishes
+        (f'return (string.gsub("ab", "%w", function(c) {SHORT} return c .. c end))', "aabb"),
+        (f'local s = "" for w in ("a b c"):gmatch("%a") do {SHORT} s = s .. w end return s', "abc"),
+    ],
+    ids=["pcall", "xpcall-handler", "index-metamethod", "add-metamethod", "gsub", "gmatch"],
+)
+def test_preemption_anywhere_keeps_the_result(config: LuaConfig, code: str, value: Any) -> None:
+    lua = LuaSession()
+    result, slices = run_in_slices(lua, lua.start(Host(), config, code, None, deadline=0.0))
+    assert result == Finished(value)
+    if "gsub" not in code:  # the others were suspended at least once on the way
+        assert slices > 0
+
+
 def test_the_strategys_own_empty_yields_are_not_taken_for_preemption(config: LuaConfig) -> None:
     # a generator yielding nothing, many times, while slices keep running out
     code = f"""
