@@ -162,7 +162,8 @@ class AsyncSessionRegistry:
         worker. A step inside Lua code that cannot be suspended (a ``table.sort`` comparator,
         a ``string.gsub`` callback, a module's top level while ``require`` runs it, one long
         call of a C function) overruns its slice until it leaves that code; its session then
-        stays on workers.
+        stays on workers. Where lupa does not expose the Lua C API (``loop_slice`` then reads
+        back as ``0``), every step runs on a worker.
 
     The registry binds to the running loop on first use; every verb must then be called on
     that loop (the blocking ``SessionRegistry`` does this for you from any thread).
