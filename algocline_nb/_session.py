@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ._bus import Bus
-from ._lua._runtime import LuaSession, lua_source
+from ._lua._runtime import LuaSession, lua_chunk
 from ._lua._store import StateStore
 from ._types import (
     CancelInfo,
@@ -380,8 +380,8 @@ class Session:
             return self._budget_remaining()
         if op == "time":
             return time.time()
-        if op == "source":
-            return lua_source(str(args[0]))
+        if op == "chunk":
+            return lua_chunk(str(args[0]))
         if op.startswith("state_"):
             if self.store is None:
                 return False, "alc.state is not available in this session"

@@ -23,7 +23,7 @@ from algocline_nb._lua._runtime import (
     Pause,
     StepFailed,
     StepResult,
-    lua_source,
+    lua_chunk,
 )
 from algocline_nb._types import FailureKind, PausePrompt
 
@@ -66,8 +66,8 @@ class FakeHost:
         if op == "cancelled":
             return self.cancel_requested
         self.calls.append((op, args))
-        if op == "source":
-            return lua_source(str(args[0]))
+        if op == "chunk":
+            return lua_chunk(str(args[0]))
         if op == "budget":
             return self.budget_error
         if op == "time":
@@ -260,7 +260,7 @@ def test_host_services(config: LuaConfig) -> None:
     code = 'alc.log("warn", "m") print("a", 1) alc.progress(1, 3, "x") return alc.time()'
     _, result = start(code, config, host)
     assert result == Finished(12.5)
-    assert [c for c in host.calls if c[0] != "source"] == [
+    assert [c for c in host.calls if c[0] != "chunk"] == [
         ("log", ("warn", "m")),
         ("log", ("info", "a\t1")),
         ("progress", (1, 3, "x")),

@@ -45,10 +45,10 @@ class Host:
     def host_call(self, op: str, *args: Any) -> Any:
         if op == "cancelled":
             return self.cancel_requested
-        if op == "source":
-            from algocline_nb._lua._runtime import lua_source
+        if op == "chunk":
+            from algocline_nb._lua._runtime import lua_chunk
 
-            return lua_source(str(args[0]))
+            return lua_chunk(str(args[0]))
         return None
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "Preempted",
     "StepFailed",
     "StepResult",
+    "lua_chunk",
     "lua_source",
 ]
 
@@ -47,6 +48,31 @@ def lua_source(name: str) -> str | None:
 
 
 _compile_lock = threading.Lock()
+
+_CHUNK_NAMES: Final = {
+    "json": "=algocline_nb/json.lua",
+    "services": "=algocline_nb/services.lua",
+    "prelude": "=alc.prelude",
+}
+
+
+@functools.cache
+def lua_chunk(name: str) -> bytes | None:
+    """``_lua/<name>.lua`` compiled once per process, with its debug information.
+
+    Sessions load these lazily (the services, the prelude, the JSON module); loading the
+    binary chunk costs about a tenth of compiling the source again in every runtime (json.lua:
+    18 µs against 148 µs). Line information is kept, so errors read as if loaded from source.
+    """
+    source = lua_source(name)
+    if source is None:
+        return None
+    with _compile_lock:
+        compiler = lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False)
+        dump = compiler.eval(
+            "function(src, name) return string.dump(assert(load(src, name, 't')), false) end"
+        )
+        return bytes(dump(source.encode("utf-8"), _CHUNK_NAMES.get(name, f"={name}").encode()))
 
 
 @functools.cache

@@ -45,7 +45,7 @@ function alc.llm_batch(items) return answer(co_yield(LLM, items, LLM)) end
 
 local json
 local function need_json()
-  if not json then json = raw_load(host("source", "json"), "=algocline_nb/json.lua", "t")(NULL) end
+  if not json then json = raw_load(host("chunk", "json"), "=algocline_nb/json.lua", "b")(NULL) end
   return json
 end
 
@@ -66,7 +66,7 @@ local io_open, raw_loadfile = io.open, loadfile
 local svc
 local function services()
   if not svc then
-    svc = raw_load(host("source", "services"), "=algocline_nb/services.lua", "t")(
+    svc = raw_load(host("chunk", "services"), "=algocline_nb/services.lua", "b")(
       host, NULL, alc, need_json, LLM, CANCEL, hook, sethook, co_create, co_resume, co_status,
       co_yield, co_isyieldable, rt, PREEMPT, raw_load, raw_loadfile, io_open,
       function() return ns, cancelled and 1 or hook_count end,
@@ -84,8 +84,8 @@ setmetatable(alc, {
     if value ~= nil or prelude_loaded then return value end
     prelude_loaded = true
     setmetatable(t, nil)
-    local prelude = host("source", "prelude")
-    if prelude then raw_load(prelude, "=alc.prelude", "t")() end
+    local prelude = host("chunk", "prelude")
+    if prelude then raw_load(prelude, "=alc.prelude", "b")() end
     return rawget(t, key)
   end,
 })
