@@ -133,6 +133,12 @@ class SessionRegistry:
         )
         return self._runner.call_sync(call, what="spawn")
 
+    def spawn_many(self, specs: Iterable[Spec], *, responder: Any = None) -> list[str]:
+        """Start one session per spec in one call; all or none (see the core's ``spawn_many``)."""
+        batch = list(specs)  # consumed here, not on the loop thread
+        call = functools.partial(self._core.spawn_many_nowait, batch, responder=responder)
+        return self._runner.call_sync(call, what=f"spawn_many({len(batch)} specs)")
+
     def state(self, session_id: str) -> ExecutionState:
         """The session's current state."""
         return self._runner.call_sync(
@@ -278,6 +284,12 @@ class SessionRegistry:
         """``spawn`` for code running in another event loop."""
         call = functools.partial(self._core.spawn, spec, ctx=ctx, name=name, responder=responder)
         return await self._runner.acall(call, what="spawn")
+
+    async def aspawn_many(self, specs: Iterable[Spec], *, responder: Any = None) -> list[str]:
+        """``spawn_many`` for code running in another event loop."""
+        batch = list(specs)
+        call = functools.partial(self._core.spawn_many, batch, responder=responder)
+        return await self._runner.acall(call, what=f"spawn_many({len(batch)} specs)")
 
     async def astate(self, session_id: str) -> ExecutionState:
         """``state`` for code running in another event loop."""

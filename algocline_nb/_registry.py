@@ -264,6 +264,37 @@ class AsyncSessionRegistry:
         loop = self._bind()
         if self._closed:
             raise SpawnError("the registry is closed")
+        return self._register(loop, self._prepare(spec, ctx, name), responder)
+
+    async def spawn_many(self, specs: Iterable[Spec], *, responder: Any = None) -> list[str]:
+        """Register one session per spec, in order, and return their ids.
+
+        All or nothing: every spec is checked first, and an invalid one raises
+        ``InvalidSpecError`` (its message starts with ``specs[i]``) before any session exists.
+        Each spec carries its own ctx (``SessionSpec(kind, ctx)`` or its JSON dict). Through
+        the blocking facade this is one cross-thread call for the whole batch.
+        """
+        return self.spawn_many_nowait(specs, responder=responder)
+
+    def spawn_many_nowait(self, specs: Iterable[Spec], *, responder: Any = None) -> list[str]:
+        """``spawn_many`` as a plain call (on the registry's loop thread)."""
+        loop = self._bind()
+        if self._closed:
+            raise SpawnError("the registry is closed")
+        if isinstance(specs, str | Mapping | SessionSpec | SpecKind):
+            raise InvalidSpecError("spawn_many takes an iterable of specs, not a single spec")
+        prepared = []
+        for i, spec in enumerate(specs):
+            try:
+                prepared.append(self._prepare(spec, None, None))
+            except InvalidSpecError as exc:
+                raise InvalidSpecError(f"specs[{i}]: {exc}") from None
+        return [self._register(loop, item, responder) for item in prepared]
+
+    def _prepare(
+        self, spec: Spec, ctx: Mapping[str, Any] | None, name: str | None
+    ) -> tuple[str, str, str | None, Budget | None, str | None]:
+        """Check one spec: (spec kind, Lua code, ctx JSON, budget, name), or InvalidSpecError."""
         full = _normalize_spec(spec)
         if ctx is not None:
             full = dataclasses.replace(full, ctx=ctx)
@@ -280,11 +311,20 @@ class AsyncSessionRegistry:
         ctx_json, budget = _check_ctx(full.ctx)
         if name is not None and not isinstance(name, str):
             raise InvalidSpecError(f"name must be a string, got {type(name).__name__}")
+        return kind.kind, run.code, ctx_json, budget, name
+
+    def _register(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        prepared: tuple[str, str, str | None, Budget | None, str | None],
+        responder: Any,
+    ) -> str:
+        spec_kind, code, ctx_json, budget, name = prepared
         assert self._executor is not None
         session = Session(
             _new_id(),
-            spec_kind=kind.kind,
-            code=run.code,
+            spec_kind=spec_kind,
+            code=code,
             ctx_json=ctx_json,
             budget=budget,
             name=name,

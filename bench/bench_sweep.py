@@ -1,8 +1,9 @@
 """8. A sweep: 10,000 sessions of a 3-pause strategy answered by ScriptedResponder, via the facade.
 
 ours : ``SessionRegistry(responder=ScriptedResponder(...))`` (inline: it answers on the loop).
-       The main thread spawns 10,000 sessions through the facade, then ``await_terminal``s
-       each one; sessions/s = N / (first spawn -> last outcome). Every outcome is checked.
+       The main thread spawns 10,000 sessions through the facade in one ``spawn_many`` call
+       (also shown: one ``spawn`` call per session), then ``await_terminal``s each one;
+       sessions/s = N / (first spawn -> last outcome). Every outcome is checked.
 peer : LangGraph, one thread per session, 3 ``interrupt()``s resumed programmatically with
        ``invoke(Command(resume=...))`` (InMemorySaver, durability="exit"). Two graph shapes: a
        chain of 3 nodes with one interrupt each, and one node with 3 interrupts (it replays);
@@ -33,8 +34,8 @@ return #a + #b + #c
 """
 
 
-def ours(n: int, seconds: float = 60.0) -> dict[str, Any]:
-    from algocline_nb import SessionRegistry
+def ours(n: int, seconds: float = 60.0, batch: bool = False) -> dict[str, Any]:
+    from algocline_nb import Run, SessionRegistry, SessionSpec
     from algocline_nb.responders import ScriptedResponder
 
     responder = ScriptedResponder(
@@ -45,7 +46,11 @@ def ours(n: int, seconds: float = 60.0) -> dict[str, Any]:
             reg.await_terminal(reg.spawn(STRATEGY, ctx={"topic": "w"}), timeout=10)
         t0 = time.perf_counter()
         spawn = Bounded(n, seconds)
-        ids = [reg.spawn(STRATEGY, ctx={"topic": f"t{i}"}) for i in spawn]
+        if batch:  # one facade call for the whole sweep
+            run = Run(STRATEGY)
+            ids = reg.spawn_many(SessionSpec(run, ctx={"topic": f"t{i}"}) for i in spawn)
+        else:
+            ids = [reg.spawn(STRATEGY, ctx={"topic": f"t{i}"}) for i in spawn]
         t1 = time.perf_counter()
         bad = 0
         stuck: dict[str, int] = {}  # state of sessions that did not end in time
@@ -139,7 +144,8 @@ def main() -> None:
     load = wait_quiet()
     r: dict[str, Any] = {}
     for key, args in (
-        ("ours", ["ours"]),
+        ("ours", ["ours-batch"]),
+        ("ours_each", ["ours"]),
         ("lg_chain", ["chain"]),
         ("lg_inline", ["inline"]),
     ):
@@ -166,7 +172,8 @@ def main() -> None:
         return [label, fmt(x["per_s"]), detail]
 
     rows = [
-        row("**ours**: facade spawn + await_terminal, ScriptedResponder (inline)", "ours"),
+        row("**ours**: facade `spawn_many` + `await_terminal`, ScriptedResponder (inline)", "ours"),
+        row("ours: facade `spawn` per session + `await_terminal`", "ours_each"),
         row(
             "LangGraph: 3 nodes, 1 interrupt each"
             + (" (**peer**)" if peer_key == "lg_chain" else ""),
@@ -211,6 +218,8 @@ if __name__ == "__main__":
     a = ap.parse_args()
     if a.child == "ours":
         print(json.dumps(ours(N)))
+    elif a.child == "ours-batch":
+        print(json.dumps(ours(N, batch=True)))
     elif a.child:
         print(json.dumps(langgraph(a.child, N)))
     else:
