@@ -172,6 +172,19 @@ class SessionRegistry:
             what=f"await_terminal({session_id!r})",
         )
 
+    def await_all(
+        self, session_ids: Iterable[str], timeout: float | None = None
+    ) -> list[TerminalOutcome]:
+        """Block until every listed session ends; their outcomes in order (one call)."""
+        ids = list(session_ids)
+        return self._runner.call(
+            self._core.await_all,
+            ids,
+            timeout,
+            timeout=_caller_bound(timeout),
+            what=f"await_all({len(ids)} sessions)",
+        )
+
     def wait_paused(self, session_id: str, timeout: float | None = None) -> ExecutionState:
         """Block until the session is paused or terminal; return that state."""
         return self._runner.call(
@@ -313,6 +326,15 @@ class SessionRegistry:
         """``await_terminal`` for code running in another event loop (that loop keeps running)."""
         return await self._runner.acall(
             self._core.await_terminal, session_id, timeout, what=f"await_terminal({session_id!r})"
+        )
+
+    async def aawait_all(
+        self, session_ids: Iterable[str], timeout: float | None = None
+    ) -> list[TerminalOutcome]:
+        """``await_all`` for code running in another event loop (that loop keeps running)."""
+        ids = list(session_ids)
+        return await self._runner.acall(
+            self._core.await_all, ids, timeout, what=f"await_all({len(ids)} sessions)"
         )
 
     async def await_paused(self, session_id: str, timeout: float | None = None) -> ExecutionState:

@@ -597,6 +597,37 @@ class AsyncSessionRegistry:
                     session.waiters.remove(fut)
         return session.state.to_outcome()
 
+    async def await_all(
+        self, session_ids: Iterable[str], timeout: float | None = None
+    ) -> list[TerminalOutcome]:
+        """Wait until every listed session ends; their outcomes, in the order of the ids.
+
+        An unknown id raises ``SessionNotFoundError`` before any waiting. ``TimeoutError``
+        after ``timeout`` seconds says how many have not ended (they are untouched).
+        """
+        sessions = [self._get(sid) for sid in session_ids]
+        pending = [s for s in sessions if not s.state.is_terminal]
+        if pending:
+            loop = self._bind()
+            waits: list[tuple[Session, asyncio.Future[None]]] = []
+            for session in pending:
+                fut: asyncio.Future[None] = loop.create_future()
+                if session.waiters is None:
+                    session.waiters = []
+                session.waiters.append(fut)
+                waits.append((session, fut))
+            try:
+                _, left = await asyncio.wait([f for _, f in waits], timeout=timeout)
+            finally:
+                for session, fut in waits:
+                    if not fut.done() and session.waiters and fut in session.waiters:
+                        session.waiters.remove(fut)
+            if left:
+                raise TimeoutError(
+                    f"{len(left)} of {len(sessions)} sessions did not end within {timeout} s"
+                )
+        return [s.state.to_outcome() for s in sessions]
+
     async def sessions(self) -> list[SessionSnapshot]:
         """Snapshots of every session, oldest first."""
         return self.sessions_nowait()

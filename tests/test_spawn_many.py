@@ -1,4 +1,4 @@
-"""spawn_many: a batch of sessions in one call, all or nothing, on both registries."""
+"""spawn_many and await_all: a batch of sessions in one call, on both registries."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from algocline_nb import (
     DoneOutcome,
     InvalidSpecError,
     Run,
+    SessionNotFoundError,
     SessionRegistry,
     SessionSpec,
 )
@@ -112,3 +113,53 @@ def test_facade_aspawn_many_from_another_loop(facade: SessionRegistry) -> None:
     t.start()
     t.join(20)
     assert out == {"values": ["a", "b"], "error": "specs[0]: code must not be empty"}
+
+
+# ------------------------------------------------------------------ await_all
+
+
+async def test_await_all_gives_outcomes_in_order(reg: AsyncSessionRegistry) -> None:
+    ids = await reg.spawn_many(["return 1", 'error("boom")', 'return alc.llm("q")'])
+    await reg.await_terminal(ids[0], timeout=5)  # one already ended before the call
+    await wait_for_tag(reg, ids[2], "paused")
+    reg.cancel_nowait(ids[2], "enough")
+    outcomes = await reg.await_all(ids, timeout=5)
+    assert [o.tag.value for o in outcomes] == ["done", "failed", "cancelled"]
+    assert isinstance(outcomes[0], DoneOutcome)
+    assert outcomes[0].result.value == 1
+    assert await reg.await_all([]) == []
+
+
+async def test_await_all_with_an_unknown_id_waits_for_nothing(reg: AsyncSessionRegistry) -> None:
+    sid = await reg.spawn('return alc.llm("q")')
+    with pytest.raises(SessionNotFoundError):
+        await reg.await_all([sid, "ses-0-0"])
+    assert not reg._sessions[sid].waiters
+
+
+async def test_await_all_timeout_leaves_sessions_as_they_were(reg: AsyncSessionRegistry) -> None:
+    ids = await reg.spawn_many(["return 1", 'return alc.llm("q")'])
+    with pytest.raises(TimeoutError, match=r"1 of 2 sessions did not end within 0\.1 s"):
+        await reg.await_all(ids, timeout=0.1)
+    assert not reg._sessions[ids[1]].waiters  # no waiter left behind
+    await reg.resume(ids[1], "a")
+    outcomes = await reg.await_all(ids, timeout=5)
+    assert [o.result.value for o in outcomes if isinstance(o, DoneOutcome)] == [1, "a"]
+
+
+def test_facade_await_all(facade: SessionRegistry) -> None:
+    ids = facade.spawn_many(f"return {i}" for i in range(100))
+    outcomes = facade.await_all(ids, timeout=10)
+    assert [o.result.value for o in outcomes if isinstance(o, DoneOutcome)] == list(range(100))
+    sid = facade.spawn('return alc.llm("q")')
+    with pytest.raises(TimeoutError):
+        facade.await_all([ids[0], sid], timeout=0.1)
+
+    async def main() -> list[Any]:
+        return await facade.aawait_all(ids[:3], timeout=5)
+
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.extend(asyncio.run(main())))
+    t.start()
+    t.join(20)
+    assert [o.result.value for o in out] == [0, 1, 2]
