@@ -4,6 +4,7 @@ worker (``_lua._preempt``, ``LuaSession.proceed``, ``AsyncSessionRegistry._step`
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from pathlib import Path
@@ -179,6 +180,33 @@ def test_an_llm_call_after_preemption_in_a_coroutine_pauses(config: LuaConfig) -
     assert isinstance(result, Pause)
     assert result.prompts[0].prompt == f"q{BUSY_SUM}"
     assert lua.resume(["a"], None, None, deadline=0.0) == Finished("a")
+
+
+def test_a_large_result_is_encoded_in_slices(config: LuaConfig) -> None:
+    # after the answer, the only work left is encoding the result: it is preemptible too
+    code = """
+    local t = {}
+    for i = 1, 3000 do t[i] = {n = i, s = "x" .. i} end
+    alc.llm("q")
+    return t
+    """
+    lua = LuaSession()
+    first, _ = run_in_slices(lua, lua.start(Host(), config, code, None, deadline=0.0))
+    assert isinstance(first, Pause)
+    resumed = lua.resume(["a"], None, None, deadline=0.0)
+    assert resumed is PREEMPTED
+    result, slices = run_in_slices(lua, resumed)
+    assert slices > 1
+    assert result == Finished([{"n": i, "s": f"x{i}"} for i in range(1, 3001)])
+
+
+def test_a_large_ctx_is_decoded_in_slices(config: LuaConfig) -> None:
+    ctx = json.dumps({"items": [{"k": i} for i in range(3000)], "_ns": "big"})
+    lua = LuaSession()
+    first = lua.start(Host(), config, "return #ctx.items + ctx.items[3000].k", ctx, 0.0)
+    assert first is PREEMPTED
+    result, _ = run_in_slices(lua, first)
+    assert result == Finished(3000 + 2999)
 
 
 def test_a_stray_yield_is_still_an_error(config: LuaConfig) -> None:

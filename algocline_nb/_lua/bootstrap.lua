@@ -126,9 +126,18 @@ local function prepare(code, ctx_json, chunkname)
   -- errors point at the user's own lines.
   local body, err = raw_load(code, chunkname, "t")
   if not body then return nil, err end
-  ctx = ctx_json and need_json().decode(ctx_json) or {}
-  if type(ctx._ns) == "string" then ns = ctx._ns end
-  main_co = co_create(function() return raw_xpcall(body, on_error) end)
+  -- Decoding ctx and encoding the result run inside the strategy's coroutine, under its hook:
+  -- a large ctx or result can be preempted (and cancelled) like the strategy itself.
+  -- The coroutine ends with "done", json | "unencodable", message | "failed", error.
+  main_co = co_create(function()
+    ctx = ctx_json and need_json().decode(ctx_json) or {}
+    if type(ctx._ns) == "string" then ns = ctx._ns end
+    local ok, res = raw_xpcall(body, on_error)
+    if not ok then return "failed", res end
+    local encoded, text = raw_pcall(need_json().encode, res)
+    if encoded then return "done", text end
+    return "unencodable", text
+  end)
   sethook(main_co, hook, "", hook_count)
   return true, string.format("%p", main_co)
 end
@@ -147,10 +156,9 @@ local function finish(ok, tag, a, b)
     if tag == PREEMPT then return "preempted" end
     return "yield"
   end
-  if tag then
-    local encoded, res = raw_pcall(need_json().encode, a)
-    if encoded then return "done", res end
-    return "error", "the strategy's result cannot be encoded as JSON: " .. tostring(res)
+  if tag == "done" then return "done", a end
+  if tag == "unencodable" then
+    return "error", "the strategy's result cannot be encoded as JSON: " .. tostring(a)
   end
   if a == CANCEL then return "cancelled" end
   if a == "not enough memory" then return "oom", a end
