@@ -4,6 +4,7 @@ worker (``_lua._preempt``, ``LuaSession.proceed``, ``AsyncSessionRegistry._step`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import time
@@ -429,3 +430,23 @@ def test_ctrl_c_during_an_inline_step_is_delivered(tmp_path: Path) -> None:
             task.cancel()
         loop.run_until_complete(asyncio.sleep(0.05))
         loop.close()
+
+
+@pytest.mark.parametrize("end", ["return #T", 'error("boom")'])
+def test_a_large_heap_is_let_go_before_the_runtime_closes(config: LuaConfig, end: str) -> None:
+    code = f"T = {{}} for i = 1, 200000 do T[i] = {{i, 'x' .. i}} end local keep = T {end}"
+    lua = LuaSession()
+    result, _ = run_in_slices(lua, lua.start(Host(), config, code, None, deadline=0.0))
+    assert (
+        result == Finished(200000) if end.startswith("return") else isinstance(result, StepFailed)
+    )
+    used = lua.memory_used()
+    assert used is not None
+    assert used < 4 << 20  # the ~25 MB table was freed while the strategy ended
+
+
+def test_memory_used_without_a_limit_is_none(config: LuaConfig) -> None:
+    lua = LuaSession()
+    unlimited = dataclasses.replace(config, memory_limit=None)
+    assert isinstance(lua.start(Host(), unlimited, 'return alc.llm("q")', None), Pause)
+    assert lua.memory_used() is None

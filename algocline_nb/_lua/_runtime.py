@@ -412,8 +412,10 @@ class LuaSession:
         self._slice = None
 
     def memory_used(self) -> int | None:
+        """Bytes the strategy's Lua heap holds (``None``: closed, or no memory limit set)."""
         lua = self._lua
-        return None if lua is None else int(lua.get_memory_used())
+        used = None if lua is None else lua.get_memory_used()
+        return None if used is None else int(used)
 
 
 def _clean_traceback(message: str) -> str:

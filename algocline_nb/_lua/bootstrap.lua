@@ -27,6 +27,7 @@ local co_yield, co_running, co_isyieldable = coroutine.yield, coroutine.running,
   coroutine.isyieldable
 local raw_load, raw_xpcall, raw_pcall = load, xpcall, pcall
 local type, tostring, error, rawget, setmetatable = type, tostring, error, rawget, setmetatable
+local next, gc, G, loaded = next, collectgarbage, _G, package.loaded
 
 local LLM = setmetatable({}, { __name = "alc.llm request" })
 local CANCEL = setmetatable({}, { __name = "session cancelled" })
@@ -121,6 +122,17 @@ local function on_error(m)
   return traceback(tostring(m), 2)
 end
 
+-- A strategy that ends with a large heap lets it go here, in GC steps the hook can preempt,
+-- rather than in one lua_close on whichever thread drops the runtime (which holds the GIL:
+-- 160 MB take about 170 ms). Small heaps (most sessions) skip this.
+local BIG_HEAP_KB = 4096
+local function release()
+  if gc("count") < BIG_HEAP_KB then return end
+  for k in next, G do G[k] = nil end
+  for k in next, loaded do loaded[k] = nil end
+  repeat until gc("step", 256)
+end
+
 local function prepare(code, ctx_json, chunkname)
   -- A chunk is the body of a function: top-level `return` gives the result, and syntax
   -- errors point at the user's own lines.
@@ -133,8 +145,13 @@ local function prepare(code, ctx_json, chunkname)
     ctx = ctx_json and need_json().decode(ctx_json) or {}
     if type(ctx._ns) == "string" then ns = ctx._ns end
     local ok, res = raw_xpcall(body, on_error)
-    if not ok then return "failed", res end
+    if not ok then
+      release()
+      return "failed", res
+    end
     local encoded, text = raw_pcall(need_json().encode, res)
+    res = nil
+    release()
     if encoded then return "done", text end
     return "unencodable", text
   end)
