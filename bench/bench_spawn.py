@@ -38,6 +38,7 @@ from _common import (
 
 CODE = 'alc.llm("x")'
 N_CORE = 10_000
+CORE_ROUNDS = 3
 CORE_SECONDS = 30.0
 
 
@@ -275,13 +276,21 @@ def main() -> None:
     r: dict[str, Any] = {}
     for kind, n in (
         ("core", 1000),
-        ("core", N_CORE),
         ("bare", N_CORE),
         ("langgraph", 0),
         ("facade", 0),
     ):
         r[f"{kind}{n or ''}"] = run_child([__file__, "--child", kind, "--n", str(n)], timeout=60)
-    core10k = r[f"core{N_CORE}"]
+    # the headline burst, three times in fresh interpreters: one 1-second burst on this VM
+    # varies by 20% from run to run (a cyclic-GC pass or a preempted vCPU lands in it or not)
+    bursts = [
+        run_child([__file__, "--child", "core", "--n", str(N_CORE)], timeout=60)
+        for _ in range(CORE_ROUNDS)
+    ]
+    bursts.sort(key=lambda b: b["per_s"])
+    core10k = bursts[len(bursts) // 2]
+    r[f"core{N_CORE}"] = core10k
+    r["core_bursts_per_s"] = [b["per_s"] for b in bursts]
     fac = r["facade"]
     ours = core10k["per_s"]
     peer = r["langgraph"]["per_s"]
@@ -293,6 +302,8 @@ def main() -> None:
         [
             f"**ours**: core, spawn {N_CORE:,} → all paused",
             f"{fmt(ours)} sessions/s",
+            f"median of {CORE_ROUNDS} bursts in fresh interpreters "
+            f"({', '.join(fmt(x) for x in r['core_bursts_per_s'])}/s); "
             f"{core10k['reached']:,} paused in {core10k['seconds']} s; spawn_nowait "
             f"{core10k['spawn_call_us']} µs/call; {core10k['workers']} Lua workers at the end",
         ],
