@@ -26,6 +26,7 @@ from algocline_nb._lua._runtime import (
 )
 from algocline_nb._registry import _OFFLOAD_FOREVER
 from algocline_nb._types import FailureKind
+from algocline_nb.responders import ScriptedResponder
 
 pytestmark = pytest.mark.skipif(
     not _preempt.AVAILABLE, reason="this lupa build does not export the Lua C API"
@@ -450,3 +451,53 @@ def test_memory_used_without_a_limit_is_none(config: LuaConfig) -> None:
     unlimited = dataclasses.replace(config, memory_limit=None)
     assert isinstance(lua.start(Host(), unlimited, 'return alc.llm("q")', None), Pause)
     assert lua.memory_used() is None
+
+
+MIXED = [
+    ("compute", f"{BUSY} return x", BUSY_SUM),
+    (
+        "pauses between computing",
+        "local s = 0 for k = 1, 5 do local x = 0 for i = 1, 2e5 do x = x + 1 end"
+        " s = s + #alc.llm('q' .. k) + x end return s",
+        5 * 2 + 5 * 200_000,
+    ),
+    (
+        "own coroutine computing",
+        "local g = coroutine.wrap(function() for k = 1, 3 do local x = 0"
+        " for i = 1, 3e5 do x = x + 1 end coroutine.yield(x) end end)"
+        " local t = 0 for k = 1, 3 do t = t + g() end return t + #alc.llm('z')",
+        900_000 + 2,
+    ),
+    (
+        "sort comparator",
+        "local t = {} for i = 1, 300 do t[i] = (i * 7) % 300 end"
+        " table.sort(t, function(a, b) for j = 1, 200 do end return a < b end)"
+        " return t[300] + #alc.llm('s')",
+        299 + 2,
+    ),
+    ("quick", "return alc.llm('a') .. alc.llm('b')", "okok"),
+]
+
+
+async def test_mixed_load_with_cancels_ends_every_session_right(
+    make_registry: RegistryFactory,
+) -> None:
+    import random
+
+    rng = random.Random(7)
+    reg = make_registry(responder=ScriptedResponder([("", "ok")]))
+    plan = [rng.choice(MIXED) for _ in range(200)]
+    ids = await reg.spawn_many([code for _, code, _ in plan])
+    cancelled = set()
+    for _ in range(30):  # cancels land at random points: on the loop, on workers, paused
+        await asyncio.sleep(rng.random() * 0.0005)
+        sid = rng.choice(ids)
+        reg.cancel_nowait(sid, "stress")
+        cancelled.add(sid)
+    outcomes = await reg.await_all(ids, timeout=60)
+    for (kind, _, want), sid, outcome in zip(plan, ids, outcomes, strict=True):
+        if isinstance(outcome, DoneOutcome):
+            assert outcome.result.value == want, kind
+        else:
+            assert outcome.tag.value == "cancelled", (kind, outcome)
+            assert sid in cancelled
