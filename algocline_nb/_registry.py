@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import itertools
 import json
+import logging
 import os
 import re
 import threading
@@ -77,6 +78,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_LOOP_SLICE", "DEFAULT_MEMORY_LIMIT", "AsyncSessionRegistry", "GcStats"]
 
 DEFAULT_MEMORY_LIMIT: Final = 256 * 1024 * 1024
+_log = logging.getLogger("algocline_nb.lua")
 DEFAULT_LOOP_SLICE: Final = 0.001
 _OFFLOAD_STEPS: Final = 16
 """A session preempted on the loop runs its next steps on workers, this many, then tries again."""
@@ -379,6 +381,12 @@ class AsyncSessionRegistry:
         elapsed = time.perf_counter() - start
         if elapsed > _STUCK * slice_:
             session.offload = _OFFLOAD_FOREVER  # it ran where Lua could not be suspended
+            _log.info(
+                "session %s held the loop for %.1f ms in code Lua cannot suspend (a sort"
+                " comparator, a gsub callback, a long C call); its steps now run on workers",
+                session.session_id,
+                elapsed * 1000,
+            )
         elif isinstance(result, Preempted) or elapsed > 2 * slice_:
             session.offload = _OFFLOAD_STEPS
         if isinstance(result, Preempted) and not (

@@ -308,8 +308,9 @@ async def test_a_preempted_session_runs_its_next_steps_on_workers(
 
 
 async def test_a_session_stuck_where_lua_cannot_yield_stays_on_workers(
-    reg: AsyncSessionRegistry,
+    reg: AsyncSessionRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level("INFO", logger="algocline_nb.lua")
     code = f"""
     local t = {{}}
     for i = 1, 100 do t[i] = (i * 7919) % 100 end
@@ -326,6 +327,10 @@ async def test_a_session_stuck_where_lua_cannot_yield_stays_on_workers(
     assert outcome.result.value == "x0"
     assert submits == ["resume"]  # the first step ran on the loop: it reached alc.llm
     assert reg._sessions[sid].offload == _OFFLOAD_FOREVER
+    # said once, in the log (never printed): which session, and why
+    said = [r.getMessage() for r in caplog.records if "cannot suspend" in r.getMessage()]
+    assert len(said) == 1
+    assert sid in said[0]
 
 
 async def test_cancel_while_the_continuation_runs_on_a_worker(reg: AsyncSessionRegistry) -> None:
