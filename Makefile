@@ -16,8 +16,9 @@ $(BIN)/python:
 
 # The package (editable) with its notebook and openai extras and the dev group; then the
 # kernelspec `python3` in the venv, pointing at the venv's Python: JupyterLab, nbval and
-# nbclient start the notebooks' kernels by that name.
-$(STAMP): pyproject.toml Makefile | $(BIN)/python
+# nbclient start the notebooks' kernels by that name. The install runs hatch_build.py, which
+# compiles algocline_nb/_native/handoff.c in place (a change to either reinstalls).
+$(STAMP): pyproject.toml Makefile hatch_build.py algocline_nb/_native/handoff.c | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[notebook,openai]' --group dev
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3
 	touch $(STAMP)
@@ -31,8 +32,8 @@ run: venv
 		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 lint: venv
-	$(BIN)/ruff format --check algocline_nb tests $(wildcard bench examples scripts)
-	$(BIN)/ruff check algocline_nb tests $(wildcard bench examples scripts)
+	$(BIN)/ruff format --check algocline_nb tests hatch_build.py $(wildcard bench examples scripts)
+	$(BIN)/ruff check algocline_nb tests hatch_build.py $(wildcard bench examples scripts)
 
 typecheck: venv
 	$(BIN)/mypy

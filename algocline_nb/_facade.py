@@ -86,6 +86,7 @@ class SessionRegistry:
         responder: Any = None,
         responder_concurrency: int = 16,
         loop_slice: float = DEFAULT_LOOP_SLICE,
+        native: bool | None = None,
     ) -> None:
         self._core = AsyncSessionRegistry(
             app_dir=app_dir,
@@ -95,6 +96,7 @@ class SessionRegistry:
             responder=responder,
             responder_concurrency=responder_concurrency,
             loop_slice=loop_slice,
+            native=native,
         )
         self._runner = LoopRunner(name="algocline-nb-registry")
         self._runner.set_shutdown_hook(self._core.close)
@@ -136,8 +138,8 @@ class SessionRegistry:
     def spawn_many(self, specs: Iterable[Spec], *, responder: Any = None) -> list[str]:
         """Start one session per spec in one call; all or none (see the core's ``spawn_many``)."""
         batch = list(specs)  # consumed here, not on the loop thread
-        call = functools.partial(self._core.spawn_many_nowait, batch, responder=responder)
-        return self._runner.call_sync(call, what=f"spawn_many({len(batch)} specs)")
+        call = functools.partial(self._core.spawn_many, batch, responder=responder)
+        return self._runner.call(call, what=f"spawn_many({len(batch)} specs)")
 
     def state(self, session_id: str) -> ExecutionState:
         """The session's current state."""

@@ -8,7 +8,9 @@ back as callbacks on the loop, so a paused session costs its record and its Lua 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
+import functools
 import inspect
 import itertools
 import json
@@ -36,7 +38,15 @@ from ._errors import (
 from ._lua import _preempt
 from ._lua._executor import LuaExecutor
 from ._lua._runtime import Cancelled as StepCancelled
-from ._lua._runtime import Finished, LuaConfig, Pause, Preempted, StepFailed, StepResult
+from ._lua._runtime import (
+    Finished,
+    LuaConfig,
+    LuaSession,
+    Pause,
+    Preempted,
+    StepFailed,
+    StepResult,
+)
 from ._lua._store import StateStore
 from ._session import Budget, CallSnapshot, Session
 from ._types import (
@@ -80,12 +90,10 @@ __all__ = ["DEFAULT_LOOP_SLICE", "DEFAULT_MEMORY_LIMIT", "AsyncSessionRegistry",
 DEFAULT_MEMORY_LIMIT: Final = 256 * 1024 * 1024
 _log = logging.getLogger("algocline_nb.lua")
 DEFAULT_LOOP_SLICE: Final = 0.001
-_OFFLOAD_STEPS: Final = 16
-"""A session preempted on the loop runs its next steps on workers, this many, then tries again."""
-_OFFLOAD_FOREVER: Final = 1 << 62
-_STUCK: Final = 10
-"""A step that overran its slice this many times over ran where Lua cannot be suspended (or
-the machine is overloaded): its session stays on workers for good."""
+_TURN_SLICE: Final = 0.002
+"""Longest a batch of host-side work (spawns, starts) holds the loop before it yields."""
+_CANCEL_GRACE: Final = 0.1
+"""Seconds a running step has to honour a cancel before its session is cancelled regardless."""
 _ids = itertools.count()
 _GC_SLICE: Final = 0.002
 """Longest a GC sweep holds the loop before it yields (seconds)."""
@@ -157,15 +165,17 @@ class AsyncSessionRegistry:
     responder_concurrency
         How many responder calls (async or threaded) may run at once.
     loop_slice
-        Seconds of Lua a step may run on the loop thread (default 1 ms). Most steps, from one
-        ``alc.llm`` to the next, take microseconds and finish there, with no thread hand-off.
-        A step still running when its slice is over is suspended and goes on on a worker
-        thread, and that session's next steps start on workers. ``0`` runs every step on a
-        worker. A step inside Lua code that cannot be suspended (a ``table.sort`` comparator,
-        a ``string.gsub`` callback, a module's top level while ``require`` runs it, one long
-        call of a C function) overruns its slice until it leaves that code; its session then
-        stays on workers. Where lupa does not expose the Lua C API (``loop_slice`` then reads
-        back as ``0``), every step runs on a worker.
+        Seconds of Lua a step runs before it is suspended and queued behind the other
+        sessions' steps (default 1 ms; ``0``: never suspended). Every step runs on a Lua
+        worker thread, never on the registry's loop: whatever a strategy does (a tight loop, a
+        looping sort comparator or ``gsub`` callback, one long C call) the loop keeps serving
+        every other session, observer and call, and ``cancel`` ends the culprit within about
+        100 ms. A step inside Lua code that cannot be suspended (a comparator, a callback, a
+        module's top level under ``require``) holds its worker until it leaves that code; the
+        pool then grows past it. Where lupa does not expose the Lua C API steps are not sliced.
+    native
+        Use the native hand-off (``algocline_nb._native``: a few microseconds per step) when it
+        is built; ``False`` forces the pure-Python path (slower, same guarantees).
 
     The registry binds to the running loop on first use; every verb must then be called on
     that loop (the blocking ``SessionRegistry`` does this for you from any thread).
@@ -181,6 +191,7 @@ class AsyncSessionRegistry:
         responder: Any = None,
         responder_concurrency: int = 16,
         loop_slice: float = DEFAULT_LOOP_SLICE,
+        native: bool | None = None,
     ) -> None:
         if memory_limit is not None and memory_limit <= 0:
             raise ValueError("memory_limit must be a positive number of bytes (or None)")
@@ -196,6 +207,7 @@ class AsyncSessionRegistry:
         if not loop_slice >= 0:
             raise ValueError(f"loop_slice must be a number of seconds >= 0, got {loop_slice}")
         self.loop_slice = loop_slice if _preempt.AVAILABLE else 0.0
+        self.native = native
         self._responder_slots: asyncio.Semaphore | None = None
         self._responder_tasks: set[asyncio.Future[Any]] = set()
         self._config = LuaConfig(
@@ -211,10 +223,13 @@ class AsyncSessionRegistry:
         self._terminal: dict[str, None] = {}  # terminal ids in order of termination
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: LuaExecutor | None = None
-        self._main_thread = False  # the loop runs on the main thread (set on first use)
         self._gc_task: asyncio.Task[None] | None = None
         self._gc_stats: list[GcStats] = []
         self._closed = False
+        self.abandoned_steps = 0
+        self._starting: collections.deque[Session] = collections.deque()
+        self._start_scheduled = False
+        """Cancelled sessions whose step was still in one long C call (see ``cancel``)."""
 
     # ------------------------------------------------------------------ plumbing
 
@@ -222,8 +237,7 @@ class AsyncSessionRegistry:
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
-            self._executor = LuaExecutor(loop)
-            self._main_thread = threading.current_thread() is threading.main_thread()
+            self._executor = LuaExecutor(loop, native=self.native)
         elif loop is not self._loop:
             raise RuntimeError(
                 "this AsyncSessionRegistry belongs to another event loop; use it there, or use"
@@ -274,24 +288,53 @@ class AsyncSessionRegistry:
         All or nothing: every spec is checked first, and an invalid one raises
         ``InvalidSpecError`` (its message starts with ``specs[i]``) before any session exists.
         Each spec carries its own ctx (``SessionSpec(kind, ctx)`` or its JSON dict). Through
-        the blocking facade this is one cross-thread call for the whole batch.
+        the blocking facade this is one cross-thread call for the whole batch. A large batch
+        is checked and registered in slices of a few milliseconds, so the loop keeps serving
+        other calls meanwhile.
         """
-        return self.spawn_many_nowait(specs, responder=responder)
-
-    def spawn_many_nowait(self, specs: Iterable[Spec], *, responder: Any = None) -> list[str]:
-        """``spawn_many`` as a plain call (on the registry's loop thread)."""
         loop = self._bind()
         if self._closed:
             raise SpawnError("the registry is closed")
+        items = self._check_many(specs)
+        prepared = []
+        clock = time.perf_counter
+        end = clock() + _TURN_SLICE
+        for i, spec in items:
+            prepared.append(self._prepare_item(i, spec))
+            if clock() > end:
+                await asyncio.sleep(0)
+                end = clock() + _TURN_SLICE
+        if self._closed:
+            raise SpawnError("the registry is closed")
+        ids = []
+        for item in prepared:
+            ids.append(self._register(loop, item, responder))
+            if clock() > end:
+                await asyncio.sleep(0)
+                end = clock() + _TURN_SLICE
+        return ids
+
+    def spawn_many_nowait(self, specs: Iterable[Spec], *, responder: Any = None) -> list[str]:
+        """``spawn_many`` as a plain call (on the registry's loop thread, in one turn)."""
+        loop = self._bind()
+        if self._closed:
+            raise SpawnError("the registry is closed")
+        prepared = [self._prepare_item(i, spec) for i, spec in self._check_many(specs)]
+        return [self._register(loop, item, responder) for item in prepared]
+
+    @staticmethod
+    def _check_many(specs: Iterable[Spec]) -> list[tuple[int, Spec]]:
         if isinstance(specs, str | Mapping | SessionSpec | SpecKind):
             raise InvalidSpecError("spawn_many takes an iterable of specs, not a single spec")
-        prepared = []
-        for i, spec in enumerate(specs):
-            try:
-                prepared.append(self._prepare(spec, None, None))
-            except InvalidSpecError as exc:
-                raise InvalidSpecError(f"specs[{i}]: {exc}") from None
-        return [self._register(loop, item, responder) for item in prepared]
+        return list(enumerate(specs))
+
+    def _prepare_item(
+        self, i: int, spec: Spec
+    ) -> tuple[str, str, str | None, Budget | None, str | None]:
+        try:
+            return self._prepare(spec, None, None)
+        except InvalidSpecError as exc:
+            raise InvalidSpecError(f"specs[{i}]: {exc}") from None
 
     def _prepare(
         self, spec: Spec, ctx: Mapping[str, Any] | None, name: str | None
@@ -332,12 +375,31 @@ class AsyncSessionRegistry:
             name=name,
             loop=loop,
             post=self._executor.post,
+            retire=self._retire,
             responder=responder,
             store=self._store,
+            memory_limit=self.memory_limit,
         )
         self._sessions[session.session_id] = session
-        loop.call_soon(self._start, session)
+        self._starting.append(session)
+        if not self._start_scheduled:
+            self._start_scheduled = True
+            loop.call_soon(self._start_some)
         return session.session_id
+
+    def _start_some(self) -> None:
+        """Start registered sessions, for at most ``_TURN_SLICE`` per loop turn."""
+        self._start_scheduled = False
+        starting = self._starting
+        clock = time.perf_counter
+        end = clock() + _TURN_SLICE
+        while starting:
+            self._start(starting.popleft())
+            if clock() > end:
+                break
+        if starting and not self._start_scheduled and self._loop is not None:
+            self._start_scheduled = True
+            self._loop.call_soon(self._start_some)  # behind whatever else is ready
 
     # ------------------------------------------------------------------ the driver
 
@@ -353,55 +415,21 @@ class AsyncSessionRegistry:
         self._step(session, lua.start, (session, self._config, session.code, session.ctx_json))
 
     def _step(self, session: Session, fn: Any, args: tuple[Any, ...]) -> None:
-        """Run one step of the strategy: on the loop within ``loop_slice``, else on a worker.
+        """Run one step of the strategy on a Lua worker (never on this loop's thread).
 
-        A step that finishes in its slice (most do: from one ``alc.llm`` to the next is
-        microseconds) costs no thread hand-off. One that is preempted goes on on a worker.
+        Each step runs for at most ``loop_slice`` seconds of Lua where Lua can suspend it, then
+        waits behind the other sessions' steps (``Preempted``). The only step in flight is
+        waited for briefly, so a short one (from one ``alc.llm`` to the next: microseconds) is
+        handled before this returns (see ``LuaExecutor.submit_and_wait``).
         """
         executor = self._executor
         assert executor is not None
         slice_ = self.loop_slice
-        if not slice_ or session.offload:
-            if session.offload and session.offload < _OFFLOAD_FOREVER:
-                session.offload -= 1
-            executor.submit(fn, args, lambda result: self._on_step(session, result))
-            return
-        guard = self._main_thread  # Ctrl-C lands on the main thread (see _preempt)
-        saved = _preempt.guard_interrupts() if guard else None
-        start = time.perf_counter()
-        executor.hold()  # events the step posts are handled before its result
-        try:
-            result = fn(*args, start + slice_)
-        except Exception as exc:  # pragma: no cover - steps map their errors to results
-            result = exc
-        finally:
-            executor.release()
-            if guard:
-                _preempt.unguard_interrupts(saved)
-        elapsed = time.perf_counter() - start
-        if elapsed > _STUCK * slice_:
-            session.offload = _OFFLOAD_FOREVER  # it ran where Lua could not be suspended
-            _log.info(
-                "session %s held the loop for %.1f ms in code Lua cannot suspend (a sort"
-                " comparator, a gsub callback, a long C call); its steps now run on workers",
-                session.session_id,
-                elapsed * 1000,
-            )
-        elif isinstance(result, Preempted) or elapsed > 2 * slice_:
-            session.offload = _OFFLOAD_STEPS
-        if isinstance(result, Preempted) and not (
-            session.cancel_requested or session.state.is_terminal
-        ):
-            lua = session.lua
-            assert lua is not None
-            executor.submit(
-                lua.proceed, (self.memory_limit,), lambda result: self._on_step(session, result)
-            )
+        done = functools.partial(self._on_step, session)
+        if slice_:
+            executor.submit_and_wait(_timed, (fn, args, slice_), done)
         else:
-            self._on_step(session, result)
-        interrupt = _preempt.take_interrupt()
-        if interrupt is not None:  # Ctrl-C during the step, on the main thread: deliver it now
-            raise interrupt
+            executor.submit_and_wait(fn, (*args, None), done)
 
     def _on_step(self, session: Session, result: StepResult | BaseException) -> None:
         if session.state.is_terminal:
@@ -409,11 +437,15 @@ class AsyncSessionRegistry:
         if session.cancel_requested:  # checkpoint D: cancellation wins over any result
             self._finish_cancel(session)
             return
-        if isinstance(result, Preempted):  # pragma: no cover - only inline steps are preempted
-            result = StepFailed(
-                "engine error: a worker step was preempted", FailureKind.ENGINE_ERROR
-            )
+        if isinstance(result, Preempted):  # its slice is over: queue it behind the others
+            lua = session.lua
+            assert lua is not None
+            self._step(session, lua.proceed, (self.memory_limit,))
+            return
         if isinstance(result, Pause):
+            if not session.hold(sum(len(p.prompt) + len(p.system or "") for p in result.prompts)):
+                self._finish_cancel(session)  # over the memory limit: failed
+                return
             session.pause(result.prompts)
             responder = self.responder if session.responder is None else session.responder
             if responder:
@@ -430,6 +462,30 @@ class AsyncSessionRegistry:
             message = f"engine error: {type(result).__name__}: {result}"
             session.transition(Failed(FailureInfo(message, FailureKind.ENGINE_ERROR, now_ms())))
         self._on_terminal(session)
+
+    def _retire(self, lua: LuaSession) -> None:
+        """Free an ended session's runtime on a Lua worker (closing it can take a while)."""
+        executor = self._executor
+        if executor is None or executor.closed:
+            return  # the process is going away: let the runtime go with it
+        executor.submit(lua.close, (), None)
+
+    def _force_cancel(self, session: Session) -> None:
+        """A cancel that the running step has not honoured yet (one long C call): end it now.
+
+        The step's worker frees the runtime when the call returns; the session is
+        ``cancelled`` from this moment and counted in ``abandoned_steps``.
+        """
+        if session.state.is_terminal:
+            return
+        self.abandoned_steps += 1
+        _log.info(
+            "session %s did not stop within %.0f ms of its cancel (a long call in C):"
+            " it is cancelled now and its worker is given up until the call returns",
+            session.session_id,
+            _CANCEL_GRACE * 1000,
+        )
+        self._finish_cancel(session)
 
     # ------------------------------------------------------------------ responders
 
@@ -493,6 +549,11 @@ class AsyncSessionRegistry:
         self.resume_nowait(session.session_id, response)
 
     def _finish_cancel(self, session: Session) -> None:
+        if session.memory_exceeded:  # stopped by the host, not by a caller
+            info = FailureInfo(session.memory_failure(), FailureKind.ENGINE_ERROR, now_ms())
+            if session.transition(Failed(info)):
+                self._on_terminal(session)
+            return
         if session.transition(CancelledState(session.cancel_info())):
             self._on_terminal(session)
 
@@ -549,6 +610,9 @@ class AsyncSessionRegistry:
         session.pending = None
         session.transition(Running())
         session.emit(ResumeAccepted, paused.info.kind)
+        if session.memory_exceeded:  # the answers took it over its memory limit
+            self._finish_cancel(session)
+            return
         records = session.calls[-len(paused.info.prompts) :]
         error = next((c.error for c in records if c.error is not None), None)
         answers = None if error is not None else [c.response or "" for c in records]
@@ -579,6 +643,8 @@ class AsyncSessionRegistry:
         session.cancel_requested = True
         if isinstance(session.state, Paused):
             self._finish_cancel(session)
+        elif self._loop is not None and not session.state.is_terminal:
+            self._loop.call_later(_CANCEL_GRACE, self._force_cancel, session)
 
     def observe(self, session_id: str, *, replay: bool = False) -> Observer:
         """Subscribe to the session's events (``replay=True``: its whole history first)."""
@@ -1019,3 +1085,8 @@ def _responses(answer: Answer, remaining: list[str]) -> list[QueryResponse]:
         f"unsupported answer type {type(answer).__name__}: use str, list[str],"
         " {query_id: text}, a ResumePayload or its JSON dict"
     )
+
+
+def _timed(fn: Any, args: tuple[Any, ...], slice_: float) -> Any:
+    """On the worker: run one step with its slice counted from when it really starts."""
+    return fn(*args, time.perf_counter() + slice_)

@@ -40,7 +40,19 @@ from ._types import (
     now_ms,
 )
 
-__all__ = ["TRANSITIONS", "Budget", "CallRecord", "CallSnapshot", "Session"]
+__all__ = ["EVENT_TEXT_LIMIT", "TRANSITIONS", "Budget", "CallRecord", "CallSnapshot", "Session"]
+
+EVENT_TEXT_LIMIT: Final = 64 * 1024
+"""Characters one event's text keeps (``alc.log``, ``alc.progress``); the rest is cut, marked."""
+_RECORD_OVERHEAD: Final = 160
+"""Bytes the host spends on one event or record beyond its text (the object, its slots)."""
+
+
+def cap_text(text: str) -> str:
+    """``text`` cut to ``EVENT_TEXT_LIMIT`` characters, the cut marked at its end."""
+    if len(text) <= EVENT_TEXT_LIMIT:
+        return text
+    return f"{text[:EVENT_TEXT_LIMIT]}… [{len(text) - EVENT_TEXT_LIMIT} characters cut]"
 
 R, P, D, C, F = (
     ExecutionStateTag.RUNNING,
@@ -183,13 +195,16 @@ class Session:
         "created_at",
         "ctx_json",
         "finished_at",
+        "host_bytes",
         "lua",
+        "memory_exceeded",
+        "memory_limit",
         "name",
-        "offload",
         "pauses",
         "pending",
         "post",
         "responder",
+        "retire",
         "session_id",
         "spec_kind",
         "started",
@@ -210,8 +225,10 @@ class Session:
         name: str | None,
         loop: asyncio.AbstractEventLoop,
         post: Callable[..., None],
+        retire: Callable[[LuaSession], None] | None = None,
         responder: Any = None,
         store: StateStore | None = None,
+        memory_limit: int | None = None,
     ) -> None:
         self.session_id = session_id
         self.spec_kind = spec_kind
@@ -230,9 +247,12 @@ class Session:
         self.pauses = 0
         self.calls: list[CallRecord] = []
         self.lua: LuaSession | None = LuaSession()
-        self.offload = 0  # steps to run on workers before trying the loop again (see _registry)
+        self.memory_limit = memory_limit
+        self.host_bytes = 0  # what the host keeps for the strategy (texts, stats, prompts)
+        self.memory_exceeded = False
         self.waiters: list[asyncio.Future[None]] | None = None
         self.post = post
+        self.retire: Callable[[LuaSession], None] = retire or LuaSession.close
         self.responder = responder
         self.stats: dict[str, str] | None = None
         self.store = store  # the registry's alc.state files (shared by its sessions)
@@ -260,8 +280,8 @@ class Session:
             self.finished_at = now_ms()
             self.pending = None
             lua, self.lua = self.lua, None
-            if lua is not None:
-                lua.close()
+            if lua is not None and lua.request_close():
+                self.retire(lua)  # freed on a Lua worker, never on the loop
         self.emit(StateTransition, old, new.tag)
         if new.is_terminal:
             self._wake_waiters()
@@ -297,6 +317,7 @@ class Session:
         record.answered_at = at = now_ms()
         record.response = response
         record.error = error
+        self.hold(len(response or "") + len(error or ""))
         if usage is not None and usage.prompt_tokens is not None:
             record.prompt_tokens = usage.prompt_tokens
             record.usage_provided = True
@@ -368,11 +389,16 @@ class Session:
         if op == "cancelled":
             return self.cancel_requested
         if op == "log":
-            self.post(self.emit_at, now_ms(), Note, args[0], args[1])
+            title, content = cap_text(str(args[0])), cap_text(str(args[1]))
+            if self.hold(len(title) + len(content)):
+                self.post(self.emit_at, now_ms(), Note, title, content)
             return None
         if op == "progress":
             step, total, message = ([*list(args), None, None, None])[:3]
-            self.post(self.emit_at, now_ms(), Progress, _number(step), _number(total), message)
+            if message is not None:
+                message = cap_text(str(message))
+            if self.hold(len(message or "")):
+                self.post(self.emit_at, now_ms(), Progress, _number(step), _number(total), message)
             return None
         if op == "budget":
             return self._budget_error(int(args[0]))
@@ -387,13 +413,45 @@ class Session:
                 return False, "alc.state is not available in this session"
             return self.store.host_op(op[6:], args)
         if op == "stat":
-            self.post(self._record_stat, str(args[0]), str(args[1]))
+            key, value = str(args[0]), str(args[1])
+            if self.hold(len(key) + len(value)):
+                self.post(self._record_stat, key, value)
             return None
         raise ValueError(f"unknown host operation {op!r}")
+
+    def hold(self, size: int) -> bool:
+        """Count ``size`` bytes the host keeps for the strategy against its memory limit.
+
+        Over the limit (Lua heap plus what the host holds), the session is stopped like a
+        cancel and then ends ``failed`` (``engine_error``); nothing more is kept for it.
+        """
+        if self.memory_exceeded:
+            return False
+        self.host_bytes += size + _RECORD_OVERHEAD
+        limit = self.memory_limit
+        if limit is None:
+            return True
+        lua = self.lua
+        used = (lua.memory_used() or 0) if lua is not None else 0
+        if used + self.host_bytes <= limit:
+            return True
+        self.memory_exceeded = True
+        self.cancel_requested = True  # the hook stops the strategy at its next check
+        return False
+
+    def memory_failure(self) -> str:
+        return (
+            "not enough memory: the strategy exceeded the session memory limit"
+            f" ({self.memory_limit} bytes) with what the host keeps for it (events, stats,"
+            f" prompts and answers: {self.host_bytes} bytes)"
+        )
 
     def _record_stat(self, key: str, value_json: str) -> None:
         if self.stats is None:
             self.stats = {}
+        old = self.stats.get(key)
+        if old is not None:
+            self.host_bytes -= len(key) + len(old) + _RECORD_OVERHEAD
         self.stats[key] = value_json
 
     def _budget_error(self, n: int) -> str | None:

@@ -39,16 +39,15 @@ async def registry(
 ) -> AsyncIterator[AsyncSessionRegistry]:
     """The registry as shipped, and one whose steps are preempted every 100 Lua instructions.
 
-    The second runs every step on the loop first (no offloading after a preemption) with a
-    slice already over, so each step longer than 100 instructions is suspended, relayed out of
-    the strategy's own coroutines and continued on a worker: the packages must not notice.
+    The second gives every step a slice already over, so each step longer than 100
+    instructions is suspended, relayed out of the strategy's own coroutines and queued again
+    (to go on on any worker): the packages must not notice.
     """
     options: dict[str, Any] = {}
     if request.param == "preempt-everywhere":
         if not _preempt.AVAILABLE:
             pytest.skip("this lupa build does not export the Lua C API")
         monkeypatch.setattr(_preempt, "SLICE_COUNT", 100)
-        monkeypatch.setattr(_registry, "_OFFLOAD_STEPS", 0)
         options["loop_slice"] = 1e-9
     reg = AsyncSessionRegistry(app_dir=tmp_path / "app", package_path=[PACKAGES], **options)
     try:

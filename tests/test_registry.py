@@ -771,7 +771,7 @@ async def test_cancel_right_after_spawn(reg: AsyncSessionRegistry) -> None:
 
 
 async def test_cancel_wins_over_a_step_that_finishes(make_registry: RegistryFactory) -> None:
-    # steps on workers (loop_slice=0): a cancel can then arrive while a step runs in C
+    # a cancel can arrive while a step runs in C (no hook fires there)
     reg = make_registry(loop_slice=0)
     results: list[Any] = []
     original = reg._on_step
@@ -791,6 +791,12 @@ async def test_cancel_wins_over_a_step_that_finishes(make_registry: RegistryFact
     await reg.cancel(sid, "late")
     outcome = await reg.await_terminal(sid, timeout=5)
     obs.close()
+    executor = reg._executor
+    assert executor is not None
+    async with asyncio.timeout(5):  # (past 100 ms the session is cancelled before the C call ends)
+        while executor.in_flight:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # the step's result, posted, is handled
     assert isinstance(outcome, CancelledOutcome)
     assert outcome.reason.detail == "late"
     assert outcome.state_before == Running()

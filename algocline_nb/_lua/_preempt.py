@@ -1,10 +1,11 @@
-"""Preemptible Lua steps: a C-level count hook, installed through ctypes, that can suspend a step.
+"""Time-sliced Lua steps: a C-level count hook, installed through ctypes, that can suspend a step.
 
 lupa's extension module exports the Lua C API. A count hook set with ``lua_sethook`` may call
 ``lua_yield(L, 0)`` while the coroutine is yieldable: Lua 5.4 then suspends the coroutine at its
 next instruction, without a longjmp through the hook's own (ctypes) frame, and a suspended
-coroutine can be resumed from any thread. So a step can start on the registry's loop thread and,
-once it runs past its slice, continue on a worker (``_registry`` decides where steps run).
+coroutine can be resumed later, from any thread. Steps run on Lua worker threads
+(``_executor``); one that runs past its slice is suspended and queued again behind the other
+sessions' steps, so a strategy computing for minutes shares the workers fairly.
 
 A coroutine has one hook, so this hook also does the cancellation check. It never raises a Lua
 error itself (a longjmp through ctypes would corrupt the interpreter): on cancellation it hands
@@ -12,29 +13,19 @@ the coroutine back to the Lua-level hook of ``bootstrap.lua`` (the dispatcher ``
 installs, read once with ``lua_gethook``), which raises the cancel error at the next instruction.
 
 Where the Lua C API cannot be reached (another lupa build), ``AVAILABLE`` is false: steps then
-always run on workers and the Lua-level hook alone checks for cancellation.
+run to their next pause without slicing and the Lua-level hook alone checks for cancellation.
 """
 
 from __future__ import annotations
 
 import ctypes
-import sys
 import threading
 import time
 from typing import Any, Final
 
 import lupa.lua54 as lupa
 
-__all__ = [
-    "AVAILABLE",
-    "SLICE_COUNT",
-    "StepSlice",
-    "current",
-    "guard_interrupts",
-    "install",
-    "take_interrupt",
-    "unguard_interrupts",
-]
+__all__ = ["AVAILABLE", "SLICE_COUNT", "StepSlice", "current", "install"]
 
 SLICE_COUNT: Final = 10_000
 """Lua instructions between two hook calls (about 30 µs of pure Lua on a 2020s CPU)."""
@@ -60,10 +51,7 @@ class StepSlice:
 
 
 current = threading.local()
-"""``current.run``: the ``StepSlice`` of the step this thread runs (``None`` between steps).
-``current.interrupt``: a ``KeyboardInterrupt`` that arrived inside the hook (Ctrl-C while a step
-runs on the main thread's loop), for the registry to raise once the step is handled.
-``current.unraisable``: the ``sys.unraisablehook`` that ``guard_interrupts`` replaced."""
+"""``current.run``: the ``StepSlice`` of the step this thread runs (``None`` between steps)."""
 
 _HOOK_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 
@@ -112,58 +100,14 @@ def _hook(lua_state: int, _debug: int) -> None:
         if deadline is not None and time.perf_counter() > deadline and _isyieldable(lua_state):
             run.preempted.add(lua_state)
             _yieldk(lua_state, 0, None, None)  # returns; Lua suspends after the hook
-    except KeyboardInterrupt as exc:  # ctypes would print it and go on: keep it for later
-        _keep_interrupt(exc)
     except BaseException:  # a ctypes callback must not raise (ctypes would print it)
         pass
-
-
-def _keep_interrupt(exc: KeyboardInterrupt) -> None:
-    current.interrupt = exc
-    run = getattr(current, "run", None)
-    if run is not None:
-        run.deadline = 0.0  # end the step at the next point Lua can yield
-
-
-def _unraisable(args: Any) -> None:
-    """``sys.unraisablehook`` while a step runs on the main thread (see ``guard_interrupts``)."""
-    if isinstance(args.exc_value, KeyboardInterrupt) and args.object is _hook:
-        _keep_interrupt(args.exc_value)
-        return
-    getattr(current, "unraisable", sys.__unraisablehook__)(args)
-
-
-def guard_interrupts() -> Any:
-    """Before a step on the main thread: keep a Ctrl-C that lands in the hook.
-
-    Python runs signal handlers on the main thread at the next bytecode, which may be the first
-    one of the hook; an exception there escapes before its ``try`` and ctypes would only print
-    it. Until ``unguard_interrupts(saved)``, ``sys.unraisablehook`` keeps it instead
-    (``take_interrupt`` then gives it to the caller); anything else goes to the hook that was
-    there. Returns that hook.
-    """
-    saved = sys.unraisablehook
-    current.unraisable = saved
-    sys.unraisablehook = _unraisable
-    return saved
-
-
-def unguard_interrupts(saved: Any) -> None:
-    sys.unraisablehook = saved
 
 
 _c_hook = _HOOK_TYPE(_hook)
 if _api is not None:
     _sethook, _yieldk, _isyieldable, _lua_hook = _api
     _c_hook_address: int = ctypes.cast(_c_hook, ctypes.c_void_p).value or 0
-
-
-def take_interrupt() -> KeyboardInterrupt | None:
-    """The ``KeyboardInterrupt`` the hook caught on this thread, if any (then forgotten)."""
-    exc: KeyboardInterrupt | None = getattr(current, "interrupt", None)
-    if exc is not None:
-        current.interrupt = None
-    return exc
 
 
 def install(address: str) -> None:

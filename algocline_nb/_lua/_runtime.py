@@ -181,7 +181,12 @@ def _lua_type(value: Any) -> str:
 
 
 def _query(query_id: str, prompt: Any, opts: Any, where: str) -> PausePrompt:
-    """One query from the raw Lua arguments of alc.llm (or one item of alc.llm_batch)."""
+    """One query from what alc.llm yielded (or one item of alc.llm_batch).
+
+    ``opts`` is what bootstrap.lua made of the strategy's opts: ``nil``, a value that is not a
+    table (refused here), or a plain array of the four fields it read raw (system, max_tokens,
+    grounded, underspecified); no strategy table is ever read from the host.
+    """
     if isinstance(prompt, int | float) and not isinstance(prompt, bool):
         prompt = str(prompt)
     if not isinstance(prompt, str):
@@ -190,8 +195,7 @@ def _query(query_id: str, prompt: Any, opts: Any, where: str) -> PausePrompt:
         return PausePrompt(query_id, prompt)
     if lupa.lua_type(opts) != "table":
         raise _BadRequest(f"{where}: opts must be a table, got {_lua_type(opts)}")
-    system = opts["system"]
-    max_tokens = opts["max_tokens"]
+    system, max_tokens, grounded, underspecified = opts[1], opts[2], opts[3], opts[4]
     if max_tokens is None:
         max_tokens = 1024
     else:
@@ -204,34 +208,46 @@ def _query(query_id: str, prompt: Any, opts: Any, where: str) -> PausePrompt:
         prompt,
         system if isinstance(system, str) else None,
         max_tokens,
-        opts["grounded"] is True,
-        opts["underspecified"] is True,
+        grounded is True,
+        underspecified is True,
     )
 
 
 def _batch(items: Any) -> tuple[PausePrompt, ...]:
-    if lupa.lua_type(items) != "table":
-        raise _BadRequest("alc.llm_batch: expected an array of items")
-    n = len(items)
-    if n == 0:
-        raise _BadRequest("alc.llm_batch: empty items array")
-    prompts = []
-    for i in range(1, n + 1):
-        item = items[i]
-        if lupa.lua_type(item) != "table":
-            raise _BadRequest(f"alc.llm_batch: item {i} is not a table")
-        prompts.append(_query(f"q-{i - 1}", item["prompt"], item, f"alc.llm_batch item {i}"))
-    return tuple(prompts)
+    """The queries of alc.llm_batch: ``items`` is the plain array bootstrap.lua built."""
+    return tuple(
+        _query(f"q-{i - 1}", items[i][1], items[i][2], f"alc.llm_batch item {i}")
+        for i in range(1, len(items) + 1)
+    )
 
 
 class LuaSession:
     """The Lua side of one session: a private ``LuaRuntime`` and the strategy coroutine."""
 
-    __slots__ = ("_batch", "_host", "_lua", "_main", "_slice", "_step")
+    __slots__ = (
+        "_batch",
+        "_close_pending",
+        "_closing",
+        "_collect",
+        "_guard",
+        "_host",
+        "_lua",
+        "_main",
+        "_running",
+        "_shutdown",
+        "_slice",
+        "_step",
+    )
 
     def __init__(self) -> None:
         self._lua: Any = None
         self._step: Callable[..., Any] | None = None
+        self._collect: Callable[..., Any] | None = None
+        self._shutdown: Callable[..., Any] | None = None
+        self._guard = threading.Lock()  # orders steps and the close (each on some worker)
+        self._running = False
+        self._closing = False
+        self._close_pending = False
         self._host: Host | None = None
         self._slice: _preempt.StepSlice | None = None
         self._main = 0  # the driver coroutine's lua_State*
@@ -250,6 +266,18 @@ class LuaSession:
         With a ``deadline`` (``time.perf_counter()`` seconds) the step may stop early with
         ``Preempted``; ``proceed`` then runs it on.
         """
+        return self._guarded(self._start, host, config, code, ctx_json, deadline)
+
+    def _start(
+        self,
+        host: Host,
+        config: LuaConfig,
+        code: str,
+        ctx_json: str | None,
+        deadline: float | None,
+    ) -> StepResult:
+        if host.cancel_requested:
+            return Cancelled()
         try:
             lua = lupa.LuaRuntime(
                 register_eval=False,
@@ -259,7 +287,7 @@ class LuaSession:
                 max_memory=config.memory_limit,
             )
             boot = lua.globals().load(_bootstrap_bytecode(), "=algocline_nb/bootstrap.lua", "b")
-            prepare, step, collect = boot(
+            prepare, step, collect, shutdown, main_state = boot(
                 host.host_call,
                 NULL,
                 getattr(host, "budgeted", False),
@@ -280,14 +308,20 @@ class LuaSession:
             return StepFailed(str(res[1]), FailureKind.LUA_ERROR)
         self._lua = lua
         self._step = step
+        self._collect = collect
+        self._shutdown = shutdown
         self._host = host
         self._slice = _preempt.StepSlice(host)
         self._main = int(res[1], 16)
         _preempt.install(res[1])
+        _preempt.install(main_state)
         del boot, prepare  # the set-up chunk becomes garbage
-        out = self._run(None, None, None, config.memory_limit, deadline)
+        out = self._run_step(None, None, None, config.memory_limit, deadline)
         if isinstance(out, Pause):  # a paused session keeps only its live heap (~4 KiB less)
-            collect("collect")
+            try:
+                collect("collect")
+            except lupa.LuaError:  # pragma: no cover - no strategy finalizer can run
+                pass
         return out
 
     def resume(
@@ -300,21 +334,28 @@ class LuaSession:
         """Deliver the answers of the last pause (or one error) and run to the next stop."""
         if self._step is None:
             return StepFailed("the session has no running strategy", FailureKind.ENGINE_ERROR)
+        return self._guarded(self._resume, answers, error, memory_limit, deadline)
+
+    def _resume(
+        self,
+        answers: Sequence[str] | None,
+        error: str | None,
+        memory_limit: int | None,
+        deadline: float | None,
+    ) -> StepResult:
         if error is not None:
-            return self._run(False, error, 0, memory_limit, deadline)
+            return self._run_step(False, error, 0, memory_limit, deadline)
         assert answers is not None
         if not self._batch:
-            return self._run(True, answers[0], None, memory_limit, deadline)
+            return self._run_step(True, answers[0], None, memory_limit, deadline)
         try:
             table = self._lua.table_from(list(answers))
         except lupa.LuaMemoryError:
             return _oom(memory_limit)
-        return self._run(True, table, None, memory_limit, deadline)
+        return self._run_step(True, table, None, memory_limit, deadline)
 
     def proceed(self, memory_limit: int | None, deadline: float | None = None) -> StepResult:
         """Run on a step that was ``Preempted`` (on any thread) to its next stop."""
-        if self._step is None:
-            return StepFailed("the session has no running strategy", FailureKind.ENGINE_ERROR)
         return self._run(None, None, None, memory_limit, deadline)
 
     def _rt(self, op: str, address: str) -> bool | None:
@@ -338,10 +379,41 @@ class LuaSession:
         memory_limit: int | None,
         deadline: float | None,
     ) -> StepResult:
+        if self._step is None:
+            return StepFailed("the session has no running strategy", FailureKind.ENGINE_ERROR)
+        return self._guarded(self._run_step, ok, value, level, memory_limit, deadline)
+
+    def _guarded(self, fn: Callable[..., StepResult], *args: Any) -> StepResult:
+        """Run one step so that it never overlaps the close; free the runtime after the end."""
+        guard = self._guard
+        with guard:
+            if self._closing:
+                return Cancelled()
+            self._running = True
+        result: StepResult = Cancelled()
+        try:
+            result = fn(*args)
+        finally:
+            with guard:
+                self._running = False
+                close = self._close_pending or not isinstance(result, Pause | Preempted)
+                if close:
+                    self._closing = True
+            if close:  # the session ended (or was given up meanwhile): free it here
+                self._free()
+        return result
+
+    def _run_step(
+        self,
+        ok: bool | None,
+        value: Any,
+        level: int | None,
+        memory_limit: int | None,
+        deadline: float | None,
+    ) -> StepResult:
         run = self._slice
-        assert self._step is not None
-        assert self._host is not None
-        assert run is not None
+        if self._step is None or self._host is None or run is None:
+            return StepFailed("the session has no running strategy", FailureKind.ENGINE_ERROR)
         if self._host.cancel_requested:  # checkpoint B: cancelled before this step
             return Cancelled()
         run.deadline = deadline
@@ -404,12 +476,47 @@ class LuaSession:
             return _oom(memory_limit)
         return StepFailed(_clean_traceback(str(out[1])), FailureKind.LUA_ERROR)
 
+    def request_close(self) -> bool:
+        """The session ended (loop thread): True if the caller must run ``close`` on a worker.
+
+        False when a step is running (that step's worker frees the runtime when it returns, be
+        it in a moment or, for one long C call, much later) or when it is closed already.
+        """
+        with self._guard:
+            if self._closing:
+                return False
+            if self._running:
+                self._close_pending = True
+                return False
+            self._closing = True
+            return True
+
     def close(self) -> None:
-        """Drop the runtime (its memory goes back at once)."""
-        self._lua = None
-        self._step = None
+        """Free a runtime ``request_close`` handed over (on a Lua worker, never the loop)."""
+        self._free()
+
+    def _free(self) -> None:
+        """Free the strategy's heap, then drop the runtime.
+
+        The heap is freed by a full collection in Lua first, with the GIL released (no
+        strategy finalizer exists to run there: bootstrap.lua refuses ``__gc``), so that the
+        ``lua_close`` in lupa's dealloc, which holds the GIL, has little left to do.
+        """
+        shutdown = self._shutdown
+        self._step = self._collect = self._shutdown = None
         self._host = None
         self._slice = None
+        if shutdown is not None:
+            try:
+                shutdown()
+            except lupa.LuaError:  # out of memory while collecting: drop it all the same
+                pass
+            del shutdown
+        self._lua = None
+
+    @property
+    def closed(self) -> bool:
+        return self._lua is None
 
     def memory_used(self) -> int | None:
         """Bytes the strategy's Lua heap holds (``None``: closed, or no memory limit set)."""

@@ -41,8 +41,29 @@ end
 
 local alc = { null = NULL }
 _G.alc = alc
-function alc.llm(prompt, opts) return answer(co_yield(LLM, prompt, opts)) end
-function alc.llm_batch(items) return answer(co_yield(LLM, items, LLM)) end
+-- The host reads only plain values and tables made here: the strategy's own tables are read
+-- raw (rawget, rawlen), so no metamethod of theirs ever runs outside the strategy's coroutine.
+local rawlen = rawlen
+local function raw_opts(opts)
+  if type(opts) ~= "table" then return opts end
+  return { rawget(opts, "system"), rawget(opts, "max_tokens"), rawget(opts, "grounded"),
+    rawget(opts, "underspecified"), n = 4 }
+end
+function alc.llm(prompt, opts)
+  return answer(co_yield(LLM, prompt, raw_opts(opts)))
+end
+function alc.llm_batch(items)
+  if type(items) ~= "table" then error("alc.llm_batch: expected an array of items", 2) end
+  local n = rawlen(items)
+  if n == 0 then error("alc.llm_batch: empty items array", 2) end
+  local flat = {}
+  for i = 1, n do
+    local item = rawget(items, i)
+    if type(item) ~= "table" then error("alc.llm_batch: item " .. i .. " is not a table", 2) end
+    flat[i] = { rawget(item, "prompt"), raw_opts(item) }
+  end
+  return answer(co_yield(LLM, flat, LLM))
+end
 
 local json
 local function need_json()
@@ -60,6 +81,9 @@ local function hook()
     error(CANCEL, 0)
   end
 end
+-- The main state runs only the driver's own few lines, but give it the hook too: nothing of a
+-- strategy can then run anywhere in this runtime where cancellation cannot reach it.
+sethook(hook, "", hook_count)
 
 -- The services get the core's private pieces as arguments when they first load (no table of
 -- them: its keys and code would sit in every paused session).
@@ -109,6 +133,34 @@ coroutine.create, coroutine.resume, coroutine.wrap = stub("create"), stub("resum
 if sandbox then
   io, package.loaded.io = nil, nil
   os.execute, os.remove, os.rename = nil, nil, nil
+end
+
+-- Finalizers run with hooks off (Lua turns them off in __gc) and, when the runtime closes,
+-- while the host holds the GIL: a looping __gc would freeze the whole process. A strategy
+-- cannot mark an object for finalization but through setmetatable (debug is gone), which
+-- therefore refuses any metatable with a __gc field (a placeholder `true` included, since Lua
+-- decides at setmetatable time and reads __gc only when it finalizes). The metatable shared by
+-- io's file handles is locked for the same reason (its __gc would run for every file).
+local raw_setmetatable = setmetatable
+G.setmetatable = function(t, mt)
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+    error("finalizers (__gc) are not supported in algocline_nb sessions", 2)
+  end
+  return raw_setmetatable(t, mt)
+end
+if io and io.stdout then
+  local file_mt = getmetatable(io.stdout)
+  if type(file_mt) == "table" then rawset(file_mt, "__metatable", false) end
+end
+
+-- A message handler runs with hooks off when the error was raised by the cancellation hook:
+-- once the session is cancelled, the strategy's handlers are skipped (the error goes on).
+local raw_xpcall_ = raw_xpcall
+function xpcall(f, handler, ...)
+  return raw_xpcall_(f, function(m)
+    if cancelled then return m end
+    return handler(m)
+  end, ...)
 end
 
 -- ------------------------------------------------------------------ the driver
@@ -163,7 +215,8 @@ local function finish(ok, tag, a, b)
   if cancelled then return "cancelled" end
   if not ok then
     if tag == "not enough memory" then return "oom", tag end
-    return "error", tostring(tag)
+    if type(tag) ~= "string" then tag = "(error object is a " .. type(tag) .. " value)" end
+    return "error", tag
   end
   if tag == LLM then
     if b == LLM then return "batch", a end
@@ -187,6 +240,16 @@ local function step(ok, value, level)
   return finish(co_resume(main_co, ok, value, level))
 end
 
+-- Before the host drops the runtime (on a Lua worker): let go of everything the strategy
+-- built and free it here, in Lua with the GIL released, so that closing the state is quick.
+local function shutdown()
+  sethook()
+  main_co = nil
+  for k in next, G do G[k] = nil end
+  for k in next, loaded do loaded[k] = nil end
+  gc("collect")
+end
+
 -- The host runs a full collection once the session first pauses: the set-up garbage (the
 -- bytecode, this chunk) is then freed at once rather than over the next GC cycle.
-return prepare, step, collectgarbage
+return prepare, step, collectgarbage, shutdown, string.format("%p", co_running())
