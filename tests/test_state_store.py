@@ -201,3 +201,41 @@ def test_two_stores_on_one_directory_share_the_lock(tmp_path: Path) -> None:
     for t in threads:
         t.join(timeout=30)
     assert a.get("ns", "n") == (True, 200.0)
+
+
+def test_a_file_changed_by_another_writer_is_read_again(store: StateStore, tmp_path: Path) -> None:
+    store.set("ns", "a", 1)
+    assert store.get("ns", "a") == (True, 1)  # parsed once, then served from the cache
+    other = StateStore(tmp_path / "state")  # another registry (or process) on the same files
+    other.set("ns", "a", 2)
+    other.set("ns", "b", [1])
+    assert store.get("ns", "a") == (True, 2)
+    assert store.keys("ns") == ["a", "b"]
+    # a replacement of the same size within the same mtime tick still gets a new inode
+    path = store.state_dir / "ns.json"
+    text = path.read_text(encoding="utf-8").replace('"a": 2', '"a": 3')
+    tmp = path.with_name("swap")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    assert store.get("ns", "a") == (True, 3)
+    path.unlink()
+    assert store.get("ns", "a") == (False, None)
+
+
+def test_a_large_object_is_written_key_by_key_as_the_same_text(store: StateStore) -> None:
+    for i in range(300):
+        store.set("big", f"k{i:03}", {"n": i, "x": [i, None, "é"]})
+    text = (store.state_dir / "big.json").read_text(encoding="utf-8")
+    data = json.loads(text)
+    assert len(data) == 300
+    assert text == json.dumps(data, indent=2, ensure_ascii=False)
+    assert store.incr("big", "k000.count") == 1.0
+    assert file_of(store, "big")["k000.count"] == 1.0
+
+
+def test_a_failed_write_keeps_the_file_and_the_cache_honest(store: StateStore) -> None:
+    store.set("ns", "a", 1)
+    with pytest.raises((TypeError, ValueError)):
+        store.set("ns", "b", float("nan"))  # not JSON: refused before the file is touched
+    assert file_of(store, "ns") == {"a": 1}
+    assert store.get("ns", "b") == (False, None)  # the cached dict was dropped, not kept dirty

@@ -1,9 +1,12 @@
 """``alc.state``: the JSON file store behind it (one file per namespace, atomic replace).
 
 Layout as in algocline: ``<state_dir>/<ns>.json`` holds one JSON object mapping each key to its
-JSON value. Every operation reads the whole file; a write goes to ``<ns>.json.tmp`` in the same
-directory (flushed and fsynced) and is renamed over the file. A per-file in-process lock is held
-across each read-modify-write, so sessions stepping on different worker threads lose no update.
+JSON value. Every operation looks at the file (a ``stat``) and parses it again only when it
+changed; a write goes to ``<ns>.json.tmp`` in the same directory (flushed and fsynced) and is
+renamed over the file. Operations run on Lua worker threads, never on the registry's loop, and
+a large object is encoded key by key so that the GIL changes hands meanwhile. A per-file
+in-process lock is held across each read-modify-write, so sessions stepping on different
+worker threads lose no update.
 There is no cross-process locking (the original has none either).
 
 Values cross from Lua as JSON text and go back as JSON text: the Lua side encodes and decodes
@@ -65,6 +68,27 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+_MISSING: Final = object()
+_CHUNKED: Final = 64
+"""Objects with more keys than this are encoded key by key (see ``_encode``)."""
+
+
+def _encode(data: dict[str, Any]) -> str:
+    """``json.dumps(data, indent=2, ...)``, for a large object one key at a time.
+
+    The C encoder holds the GIL for the whole call: a state file of megabytes would hold every
+    other thread (the registry's loop among them) for its whole encoding. Encoded key by key,
+    the output is the same text and the GIL can change hands between keys.
+    """
+    if len(data) <= _CHUNKED:
+        return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
+    parts = [
+        json.dumps({k: v}, indent=2, ensure_ascii=False, allow_nan=False)[2:-2]
+        for k, v in data.items()
+    ]
+    return "{\n" + ",\n".join(parts) + "\n}"
+
+
 class StateStore:
     """The ``alc.state`` files of one app directory (``<app_dir>/state``).
 
@@ -74,10 +98,13 @@ class StateStore:
         The directory holding ``<ns>.json`` files; created on the first write.
     """
 
-    __slots__ = ("state_dir",)
+    __slots__ = ("_cache", "state_dir")
 
     def __init__(self, state_dir: str | os.PathLike[str]) -> None:
         self.state_dir = Path(state_dir)
+        # the last parsed content of each file, keyed by what stat() said of it then: a large
+        # file is parsed again only after someone (any process) replaced it
+        self._cache: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
 
     def path(self, ns: str) -> Path:
         """The file of namespace ``ns`` (validated)."""
@@ -86,6 +113,22 @@ class StateStore:
     # ------------------------------------------------------------ file access
 
     def _read(self, path: Path) -> dict[str, Any]:
+        """The file's object: parsed again only if the file changed since the last look.
+
+        The dict returned is the cached one: callers that change it write it back with
+        ``_write`` (which re-keys the cache) or drop it with ``_forget`` on failure.
+        """
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            self._cache.pop(path, None)
+            return {}
+        except OSError as exc:
+            raise StateError(f"alc.state: cannot read {path}: {exc}") from None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        hit = self._cache.get(path)
+        if hit is not None and hit[0] == key:
+            return hit[1]
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -104,10 +147,18 @@ class StateStore:
                 f"alc.state: {path} must hold a JSON object, found {type(data).__name__};"
                 " the file was left untouched: repair or remove it"
             )
+        self._cache[path] = (key, data)
         return data
 
+    def _forget(self, path: Path) -> None:
+        self._cache.pop(path, None)
+
     def _write(self, path: Path, data: dict[str, Any]) -> None:
-        text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
+        try:
+            text = _encode(data)
+        except (TypeError, ValueError):
+            self._forget(path)
+            raise
         tmp = path.with_name(path.name + ".tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,17 +167,20 @@ class StateStore:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+            st = path.stat()
         except OSError as exc:
+            self._forget(path)
             raise StateError(f"alc.state: cannot write {path}: {exc}") from None
+        self._cache[path] = ((st.st_ino, st.st_size, st.st_mtime_ns), data)
 
     # ------------------------------------------------------------ operations (Python values)
 
     def get(self, ns: str, key: str) -> tuple[bool, Any]:
         """``(True, value)`` if ``key`` is set, else ``(False, None)``."""
-        data = self._read(self.path(ns))
-        if key in data:
-            return True, data[key]
-        return False, None
+        value = self._read(self.path(ns)).get(key, _MISSING)
+        if value is _MISSING:
+            return False, None
+        return True, value
 
     def set(self, ns: str, key: str, value: Any) -> None:
         """Store ``value`` (JSON-able) under ``key``."""
