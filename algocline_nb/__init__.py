@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _display
 from ._bus import EndOfStream as EndOfStream
 from ._bus import Observer as Observer
 from ._errors import AlgoclineError as AlgoclineError
@@ -168,3 +169,4 @@ def _set_public_module() -> None:
 
 
 _set_public_module()
+_display.install()  # the value types' _repr_html_ / _repr_mimebundle_ render through it

@@ -1,11 +1,12 @@
 """Rich display of value types: a deterministic ``text/plain`` and a static ``text/html``.
 
-The value types (``_types``) delegate their ``_repr_html_`` / ``_repr_mimebundle_`` here, and
-the notebook layer (``magics``, ``widgets``) reuses the same renderers. Plain text never holds an
-object id, an address, a timestamp or a duration, so notebook checkers (nbval) can compare it;
-sessions are labelled by their name, else by ``#N`` (the counter of ``ses-{ms}-{N}``). HTML is
-a static snapshot with inline styles (no scripts) and shows full session ids. This module
-imports neither IPython nor ipywidgets: it works in a terminal and without a kernel.
+``install()``, called by ``algocline_nb`` at import, makes the value types' ``_repr_html_`` /
+``_repr_mimebundle_`` render here (``_types`` never imports this module); the notebook layer
+(``magics``, ``widgets``) reuses the same renderers. Plain text never holds an object id, an
+address, a timestamp or a duration, so notebook checkers (nbval) can compare it; sessions are
+labelled by their name, else by ``#N`` (the counter of ``ses-{ms}-{N}``). HTML is a static
+snapshot with inline styles (no scripts) and shows full session ids. This module imports
+neither IPython nor ipywidgets: it works in a terminal and without a kernel.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from ._types import (
     TerminalOutcome,
     Tick,
 )
+from ._types._rich import set_renderer
 
 __all__ = [
     "STATE_COLORS",
@@ -48,6 +50,7 @@ __all__ = [
     "badge_html",
     "counts_text",
     "event_text",
+    "install",
     "label",
     "mimebundle",
     "render",
@@ -506,3 +509,8 @@ def mimebundle(obj: object, include: Any = None, exclude: Any = None) -> dict[st
     """IPython's ``_repr_mimebundle_`` for ``obj`` (respects ``include`` / ``exclude``)."""
     text, html_text = render(obj)
     return _bundle(text, html_text, include, exclude)
+
+
+def install() -> None:
+    """Render the value types through :func:`mimebundle` (their ``_repr_*_`` hooks)."""
+    set_renderer(mimebundle)

@@ -1,10 +1,12 @@
-"""LoopRunner: one asyncio event loop on a daemon thread, callable from any thread or loop."""
+"""LoopRunner: one asyncio event loop on a daemon thread, callable from any thread or loop.
+
+Here: the loop thread and its start handshake, the calls, close. The waits, the hand-off to
+another loop, the shutdown sequence and the atexit / fork hooks are the sibling modules'.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import concurrent.futures
 import contextlib
 import contextvars
 import logging
@@ -12,16 +14,18 @@ import os
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Final, Generic, TypeVar, TypeVarTuple
+from typing import Any, Final, TypeVar, TypeVarTuple
 
-from ._errors import RunnerError
+from .._errors import RunnerError
+from . import _process
+from ._blocking import run_blocking
+from ._cross_loop import await_on_other_loop
+from ._jobs import _AsyncJob, _label, _SyncJob
+from ._shutdown import CLOSE_TIMEOUT, ShutdownHook, shutdown
 
-__all__ = ["LoopRunner", "RunnerError"]
-
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("algocline_nb._runner")
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -30,99 +34,6 @@ Ts = TypeVarTuple("Ts")
 DEFAULT_THREAD_NAME: Final = "algocline-nb-loop"
 #: How long the start handshake may take before :class:`RunnerError` is raised.
 START_TIMEOUT: Final = 10.0
-#: Length of one wait slice while a caller blocks; bounds how late a Ctrl-C can surface on
-#: platforms where a blocked lock wait is not interruptible, and how late a dead loop is noticed.
-WAIT_SLICE: Final = 0.1
-#: After a Ctrl-C or a timeout, how long the caller waits for the loop to confirm the cancel.
-CANCEL_ACK_TIMEOUT: Final = 1.0
-#: Upper bound for the registered shutdown hook during :meth:`LoopRunner.close`.
-SHUTDOWN_HOOK_BUDGET: Final = 1.5
-#: Default total budget of :meth:`LoopRunner.close`, and of the ``atexit`` close of all runners.
-CLOSE_TIMEOUT: Final = 2.0
-
-_DEFAULT_WHAT: Final = "LoopRunner.call"
-
-ShutdownHook = Callable[[], Awaitable[object]]
-
-
-# --------------------------------------------------------------------------------------------
-# Work items. Each one owns a concurrent.futures.Future that the caller's thread waits on.
-# --------------------------------------------------------------------------------------------
-
-
-class _AsyncJob(Generic[T]):
-    """One coroutine call scheduled on the runner loop.
-
-    ``start`` runs on the loop: it calls the coroutine function and wraps the awaitable in a Task.
-    The concurrent future stays pending until the Task is done, so a caller can still cancel it
-    (and so prevent the coroutine from ever being created) until ``start`` has run.
-    """
-
-    __slots__ = ("_args", "_fn", "_name", "future", "task")
-
-    def __init__(
-        self, fn: Callable[..., Awaitable[T]], args: tuple[object, ...], name: str | None
-    ) -> None:
-        self._fn = fn
-        self._args = args
-        self._name = name
-        self.future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self.task: asyncio.Future[T] | None = None
-
-    def start(self) -> None:
-        """Create the Task (on the loop thread); no-op if the caller already cancelled."""
-        fut = self.future
-        if not fut.set_running_or_notify_cancel():
-            return
-        try:
-            awaitable = self._fn(*self._args)
-            if asyncio.iscoroutine(awaitable):
-                task: asyncio.Future[T] = asyncio.get_running_loop().create_task(
-                    awaitable, name=self._name
-                )
-            else:
-                task = asyncio.ensure_future(awaitable)
-        except BaseException as exc:  # the caller re-raises it, whatever it is
-            fut.set_exception(exc)
-            return
-        self.task = task
-        task.add_done_callback(self._finish)
-
-    def _finish(self, task: asyncio.Future[T]) -> None:
-        fut = self.future
-        try:
-            result = task.result()
-        except BaseException as exc:  # includes CancelledError: the caller maps it
-            fut.set_exception(exc)
-        else:
-            fut.set_result(result)
-
-    def cancel_on_loop(self) -> None:
-        """Cancel the Task if it exists (on the loop thread)."""
-        if self.task is not None:
-            self.task.cancel()
-
-
-class _SyncJob(Generic[T]):
-    """One plain callable run directly in a loop callback (no Task)."""
-
-    __slots__ = ("_args", "_fn", "future")
-
-    def __init__(self, fn: Callable[..., T], args: tuple[object, ...]) -> None:
-        self._fn = fn
-        self._args = args
-        self.future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-    def start(self) -> None:
-        fut = self.future
-        if not fut.set_running_or_notify_cancel():
-            return
-        try:
-            result = self._fn(*self._args)
-        except BaseException as exc:  # the caller re-raises it, whatever it is
-            fut.set_exception(exc)
-        else:
-            fut.set_result(result)
 
 
 def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -133,15 +44,6 @@ def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]
         context.get("message", "(no message)"),
         exc_info=exc if isinstance(exc, BaseException) else None,
     )
-
-
-def _label(what: str) -> str:
-    return what or _DEFAULT_WHAT
-
-
-# --------------------------------------------------------------------------------------------
-# The runner
-# --------------------------------------------------------------------------------------------
 
 
 class LoopRunner:
@@ -289,7 +191,7 @@ class LoopRunner:
                 self._started = started
                 self._thread = thread
                 self._pid = os.getpid()
-                _LIVE.add(self)
+                _process.track(self)
                 thread.start()
         if not started.wait(self._start_timeout):
             raise RunnerError(
@@ -400,7 +302,7 @@ class LoopRunner:
         __tracebackhide__ = True
         loop = self._loop_for_blocking_call(what)
         job: _AsyncJob[T] = _AsyncJob(coro_fn, args, what or None)
-        return self._run_blocking(loop, job.future, job.start, job, timeout, what)
+        return run_blocking(self, loop, job.future, job.start, job, timeout, what)
 
     def call_sync(
         self,
@@ -439,79 +341,7 @@ class LoopRunner:
         __tracebackhide__ = True
         loop = self._loop_for_blocking_call(what)
         job: _SyncJob[T] = _SyncJob(fn, args)
-        return self._run_blocking(loop, job.future, job.start, None, timeout, what)
-
-    def _run_blocking(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        fut: concurrent.futures.Future[T],
-        start: Callable[[], None],
-        job: _AsyncJob[T] | None,
-        timeout: float | None,
-        what: str,
-    ) -> T:
-        """Schedule ``start`` on the loop and wait for ``fut`` in interruptible slices."""
-        __tracebackhide__ = True
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            try:
-                loop.call_soon_threadsafe(start)
-            except RuntimeError as exc:  # the loop is closed
-                fut.cancel()
-                raise RunnerError("runner is closed") from exc
-            while True:
-                if deadline is None:
-                    wait = WAIT_SLICE
-                else:
-                    wait = min(WAIT_SLICE, deadline - time.monotonic())
-                try:
-                    # exception() returns once done and raises TimeoutError only when the slice
-                    # expires, so a TimeoutError raised by the work itself is never mistaken.
-                    fut.exception(max(wait, 0.0))
-                    break
-                except TimeoutError:
-                    pass
-                if deadline is not None and time.monotonic() >= deadline:
-                    self._cancel_and_wait(loop, fut, job)
-                    raise TimeoutError(f"{_label(what)} did not finish within {timeout} s")
-                thread = self._thread
-                if (thread is None or not thread.is_alive()) and not fut.done():
-                    fut.cancel()
-                    raise RunnerError(f"runner is closed; {_label(what)} did not run to the end")
-        except (RunnerError, TimeoutError):
-            raise
-        except BaseException:  # KeyboardInterrupt (or another signal-raised error)
-            with contextlib.suppress(Exception):
-                self._cancel_and_wait(loop, fut, job)
-            raise
-        return self._outcome(fut, what)
-
-    def _cancel_and_wait(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        fut: concurrent.futures.Future[T],
-        job: _AsyncJob[T] | None,
-    ) -> None:
-        """Cancel the work; for a coroutine, wait briefly for the loop to confirm the cancel."""
-        if fut.cancel() or job is None:  # not started yet (it never will be), or not cancellable
-            return
-        with contextlib.suppress(RuntimeError):  # loop already closed
-            loop.call_soon_threadsafe(job.cancel_on_loop)
-        with contextlib.suppress(TimeoutError, concurrent.futures.CancelledError):
-            fut.exception(CANCEL_ACK_TIMEOUT)
-
-    def _outcome(self, fut: concurrent.futures.Future[T], what: str) -> T:
-        """Return the result of a done future or raise its exception (the same object)."""
-        __tracebackhide__ = True
-        exc = fut.exception(0)
-        if exc is None:
-            return fut.result(0)
-        if isinstance(exc, asyncio.CancelledError):
-            state = "the runner was closed" if self._closed else "it was cancelled on the loop"
-            raise RunnerError(f"{_label(what)} did not complete: {state}") from exc
-        if what:
-            exc.add_note(f"(raised on the runner loop thread during {what})")
-        raise exc
+        return run_blocking(self, loop, job.future, job.start, None, timeout, what)
 
     async def acall(
         self,
@@ -554,56 +384,7 @@ class LoopRunner:
         caller_loop = asyncio.get_running_loop()
         if caller_loop is loop:
             return await coro_fn(*args)
-        return await self._acall_other_loop(loop, caller_loop, coro_fn, args, what)
-
-    async def _acall_other_loop(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        caller_loop: asyncio.AbstractEventLoop,
-        coro_fn: Callable[..., Awaitable[T]],
-        args: tuple[object, ...],
-        what: str,
-    ) -> T:
-        __tracebackhide__ = True
-        job: _AsyncJob[T] = _AsyncJob(coro_fn, args, what or None)
-        waiter: asyncio.Future[T] = caller_loop.create_future()
-
-        def transfer(done: concurrent.futures.Future[T]) -> None:  # on the caller's loop
-            if waiter.done():
-                return
-            if done.cancelled():
-                waiter.cancel()
-                return
-            exc = done.exception()
-            if exc is None:
-                waiter.set_result(done.result())
-            elif isinstance(exc, asyncio.CancelledError):
-                state = "the runner was closed" if self._closed else "it was cancelled on the loop"
-                err = RunnerError(f"{_label(what)} did not complete: {state}")
-                err.__cause__ = exc
-                waiter.set_exception(err)
-            else:
-                if what:
-                    exc.add_note(f"(raised on the runner loop thread during {what})")
-                waiter.set_exception(exc)
-
-        def on_done(done: concurrent.futures.Future[T]) -> None:  # on the runner thread
-            with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody waits
-                caller_loop.call_soon_threadsafe(transfer, done)
-
-        job.future.add_done_callback(on_done)
-        try:
-            loop.call_soon_threadsafe(job.start)
-        except RuntimeError as exc:
-            job.future.cancel()
-            raise RunnerError("runner is closed") from exc
-        try:
-            return await waiter
-        except asyncio.CancelledError:  # the awaiting task was cancelled: cancel the work too
-            if not job.future.cancel():
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(job.cancel_on_loop)
-            raise
+        return await await_on_other_loop(self, loop, caller_loop, coro_fn, args, what)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -641,7 +422,7 @@ class LoopRunner:
                 self._close_deadline = deadline
             loop = self._loop
             thread = self._thread
-        _LIVE.discard(self)
+        _process.untrack(self)
         if thread is None or self._is_forked():
             return None
         if first and loop is not None:
@@ -663,33 +444,10 @@ class LoopRunner:
 
     async def _shutdown(self) -> None:
         """On the loop: hook (bounded), cancel every other task, stop the loop."""
-        loop = asyncio.get_running_loop()
-        deadline = self._close_deadline
-        hook = self._shutdown_hook
-        if hook is not None:
-            budget = min(SHUTDOWN_HOOK_BUDGET, deadline - time.monotonic() - 0.25)
-            if budget > 0:
-                try:
-                    async with asyncio.timeout(budget):
-                        await hook()
-                except BaseException:
-                    _log.debug("runner %r: shutdown hook failed", self._name, exc_info=True)
-            # tasks whose waits the hook resolved (e.g. await_terminal of a session it just
-            # cancelled) finish with that result instead of being cancelled below
-            await asyncio.sleep(0)
-        current = asyncio.current_task()
-        tasks = [t for t in asyncio.all_tasks(loop) if t is not current]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=max(min(0.5, deadline - time.monotonic() - 0.1), 0))
-        try:
-            async with asyncio.timeout(0.1):
-                await loop.shutdown_asyncgens()
-        except BaseException:
-            _log.debug("runner %r: shutdown_asyncgens failed", self._name, exc_info=True)
+        await shutdown(self._shutdown_hook, self._close_deadline, self._name)
         self._stopping = True
         # stop after the callbacks already queued (done callbacks that hand results to callers)
+        loop = asyncio.get_running_loop()
         loop.call_soon(loop.stop)
 
     def _mark_forked(self) -> None:
@@ -707,36 +465,3 @@ class LoopRunner:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-# --------------------------------------------------------------------------------------------
-# Process-wide hooks: atexit close and fork reset
-# --------------------------------------------------------------------------------------------
-
-_LIVE: weakref.WeakSet[LoopRunner] = weakref.WeakSet()
-
-
-def _close_all_at_exit() -> None:
-    """Close every live runner within ``CLOSE_TIMEOUT`` seconds in total."""
-    deadline = time.monotonic() + CLOSE_TIMEOUT
-    to_join: list[tuple[LoopRunner, threading.Thread]] = []
-    for runner in list(_LIVE):
-        try:
-            thread = runner._begin_close(deadline)
-        except Exception:
-            _log.debug("atexit: closing %r failed", runner, exc_info=True)
-            continue
-        if thread is not None:
-            to_join.append((runner, thread))
-    for runner, thread in to_join:
-        runner._join(thread, deadline)
-
-
-def _after_fork_in_child() -> None:
-    for runner in list(_LIVE):
-        runner._mark_forked()
-
-
-atexit.register(_close_all_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
