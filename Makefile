@@ -39,9 +39,14 @@ typecheck: venv
 	$(BIN)/mypy
 
 # The unit tests and, in fresh kernels of the venv, nbval over the example notebooks (COLUMNS
-# fixes the width of argparse's help, `%session CMD -h`, as scripts/run_notebooks.py does).
+# fixes the width of argparse's help, `%session CMD -h`, as scripts/run_notebooks.py does);
+# then the engine's own tests again on the pure-Python path (no native library), as on a
+# machine without a C compiler.
+PURE_TESTS := tests/test_native.py tests/test_preempt.py tests/test_registry.py \
+	tests/test_packages.py $(wildcard tests/test_adversarial_*.py)
 pytest: venv
 	COLUMNS=80 $(BIN)/pytest -q tests notebooks $(NBVAL)
+	ALGOCLINE_NB_NATIVE=0 $(BIN)/pytest -q $(PURE_TESTS)
 
 test: lint typecheck pytest
 

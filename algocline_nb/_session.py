@@ -8,6 +8,7 @@ registry's loop thread only. ``host_call`` is the one method Lua worker threads 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ def cap_text(text: str) -> str:
     if len(text) <= EVENT_TEXT_LIMIT:
         return text
     return f"{text[:EVENT_TEXT_LIMIT]}… [{len(text) - EVENT_TEXT_LIMIT} characters cut]"
+
 
 R, P, D, C, F = (
     ExecutionStateTag.RUNNING,
@@ -186,11 +188,12 @@ class Session:
     """A session's record: what it runs, where it is, what happened to it."""
 
     __slots__ = (
+        "_cancel",
+        "_stop",
         "budget",
         "bus",
         "calls",
         "cancel_reason",
-        "cancel_requested",
         "code",
         "created_at",
         "ctx_json",
@@ -241,7 +244,8 @@ class Session:
         self.created_at = now_ms()
         self.finished_at: int | None = None
         self.started = 0.0  # monotonic time the driver started (0: not yet)
-        self.cancel_requested = False
+        self._cancel = False
+        self._stop = ctypes.c_int(0)  # what the C count hook reads (see cancel_requested)
         self.cancel_reason: CancelReason | None = None
         self.pending: dict[str, CallRecord] | None = None  # unanswered queries of the pause
         self.pauses = 0
@@ -256,6 +260,23 @@ class Session:
         self.responder = responder
         self.stats: dict[str, str] | None = None
         self.store = store  # the registry's alc.state files (shared by its sessions)
+
+    # ------------------------------------------------------------ stopping
+
+    @property
+    def cancel_requested(self) -> bool:
+        """The strategy must stop (a cancel, or the memory limit): its hook ends it next."""
+        return self._cancel
+
+    @cancel_requested.setter
+    def cancel_requested(self, value: bool) -> None:
+        self._cancel = value
+        self._stop.value = 1 if value else 0
+
+    @property
+    def stop_address(self) -> int:
+        """Address of the C int the native count hook reads (nonzero: stop)."""
+        return ctypes.addressof(self._stop)
 
     # ------------------------------------------------------------ events and states
 

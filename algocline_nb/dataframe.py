@@ -148,7 +148,7 @@ from ._types import (
 )
 
 if TYPE_CHECKING:
-    from ._registry import GcStats
+    from ._gc import GcStats
     from ._session import CallSnapshot
 
 __all__ = [

@@ -26,7 +26,6 @@ from algocline_nb import (
     Note,
     PausePrompt,
     Run,
-    _registry,
 )
 from algocline_nb._lua import _preempt
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -303,7 +304,9 @@ async def test_a_long_step_is_sliced_and_the_loop_keeps_turning(
     assert isinstance(state, Done)
     assert state.result.value == sum(range(1, 60_000_001))
     names = [name for name, _ in seen]
-    assert names[0] == "start" and len(names) > 10 and set(names[1:]) == {"proceed"}
+    assert names[0] == "start"
+    assert len(names) > 10
+    assert set(names[1:]) == {"proceed"}
     assert turns_while_running > 1  # the loop served this task while the strategy computed
 
 
@@ -311,7 +314,9 @@ async def test_sliced_sessions_share_the_workers_with_a_short_one(
     make_registry: RegistryFactory,
 ) -> None:
     reg = make_registry()
-    busy = [await reg.spawn("local x = 0 for i = 1, 3e8 do x = x + i end return x") for _ in range(4)]
+    busy = [
+        await reg.spawn("local x = 0 for i = 1, 3e8 do x = x + i end return x") for _ in range(4)
+    ]
     await asyncio.sleep(0.05)
     quick = await reg.spawn('return alc.llm("quick")')
     # four sessions computing for seconds each cannot keep a fifth from its first pause
@@ -379,7 +384,8 @@ async def test_loop_slice_zero_never_slices(make_registry: RegistryFactory) -> N
     await reg.resume(sid, "a")
     await reg.await_terminal(sid, timeout=5)
     assert seen == []  # no step went through the sliced path at all
-    assert reg._executor is not None and reg._executor.stats.jobs >= 2
+    assert reg._executor is not None
+    assert reg._executor.stats.jobs >= 2
 
 
 @pytest.mark.parametrize("bad", [-1, float("nan"), -0.5])
@@ -422,7 +428,8 @@ def test_the_facade_takes_loop_slice_and_native(tmp_path: Path, native: bool) ->
             reg.resume(quick, "a")
         assert reg.await_terminal(quick, timeout=5).result.value == "a"
         executor = reg.core._executor
-        assert executor is not None and executor.native is native
+        assert executor is not None
+        assert executor.native is native
         if native:  # the hand-off took (some of the 200) short steps' results inline
             assert executor.stats.spin_hits > 0
         else:
@@ -504,3 +511,30 @@ async def test_mixed_load_with_cancels_ends_every_session_right(
         else:
             assert outcome.tag.value == "cancelled", (kind, outcome)
             assert sid in cancelled
+
+
+async def test_the_build_decides_the_path_and_both_keep_the_guarantees(
+    reg: AsyncSessionRegistry,
+) -> None:
+    # `make test` runs this module (and the adversarial ones) twice: with the native library,
+    # and with ALGOCLINE_NB_NATIVE=0, as on a machine without a C compiler
+    from algocline_nb import _native
+
+    disabled = os.environ.get(_native.ENV_VAR) == "0"
+    assert _native.AVAILABLE is (not disabled and _native.LIBRARY_PATH.is_file())
+    sid = await reg.spawn('return alc.llm("q")')
+    await wait_for_tag(reg, sid, "paused")
+    executor = reg._executor
+    assert executor is not None
+    assert executor.native is _native.AVAILABLE
+    assert reg._config.native_hook is (_native.AVAILABLE and _preempt.NATIVE_HOOK)
+    hooked = reg._sessions[sid].lua
+    assert hooked is not None
+    assert hooked._slice is not None
+    assert hooked._slice.native is reg._config.native_hook
+    # a runaway where Lua cannot yield is cancelled on either path
+    culprit = await reg.spawn("table.sort({3, 2, 1}, function(a, b) while true do end end)")
+    await asyncio.sleep(0.1)
+    assert reg.state_nowait(culprit).tag == "running"
+    await reg.cancel(culprit)
+    assert type(await reg.await_terminal(culprit, timeout=5)).__name__ == "CancelledOutcome"

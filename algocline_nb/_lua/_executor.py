@@ -20,6 +20,7 @@ cannot starve the loop thread of CPU, and retires once its step returns.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import collections
 import logging
@@ -40,10 +41,10 @@ SPIN_NS: Final = 60_000
 """How long a side waits in C (GIL released) for the other before it sleeps or moves on."""
 _LONG_STEP: Final = 0.01
 """A step running longer than this (seconds) counts as long: the pool may grow past it."""
-STUCK_AFTER: Final = 0.2
+STUCK_AFTER: Final = 0.05
 """A step running longer than this (seconds) holds its worker: the worker is counted as stuck,
 niced, and replaced (it retires when its step returns)."""
-_WATCH_EVERY: Final = 0.05
+_WATCH_EVERY: Final = 0.02
 _IDLE_RETIRE: Final = 30.0
 _DRAIN_SLICE: Final = 0.002
 """Longest one drain of the outbox holds the loop before it lets other callbacks run."""
@@ -103,6 +104,7 @@ class LuaExecutor:
         self._drain_scheduled = False
         self._lock = threading.Lock()
         self._workers: dict[int, _Worker] = {}  # thread ident -> worker
+        self._pending = 0  # workers asked for that have not started yet
         self._submitted = 0  # jobs submitted (loop thread only)
         self._finished = 0  # jobs finished (workers, under the lock)
         self._watch_armed = False
@@ -197,21 +199,24 @@ class LuaExecutor:
         now = time.monotonic()
         with self._lock:
             workers = list(self._workers.values())
-            count = len(workers)
-            idle = sum(1 for w in workers if not w.busy_since)
+            count = len(workers) + self._pending  # (starting workers will be idle at once)
+            idle = sum(1 for w in workers if not w.busy_since) + self._pending
             stuck = sum(1 for w in workers if w.stuck)
-            if count >= _HARD_CAP or idle >= len(self._jobs):
-                grow = False
+            backlog = len(self._jobs) - idle
+            if count >= _HARD_CAP or backlog <= 0:
+                grow = 0
             elif count < self._min:
-                grow = True
+                grow = self._min - count
+            elif all(w.busy_since and now - w.busy_since > _LONG_STEP for w in workers):
+                # every worker is in one long step (strategies computing, or stuck where Lua
+                # cannot suspend them): a worker for each job waiting, stuck ones not counted
+                # against max_workers; many short steps queueing up is throughput instead,
+                # which more threads cannot add
+                grow = min(backlog, self._max + stuck - count, _HARD_CAP - count)
             else:
-                # grow only when every worker is stuck in one long step (a strategy computing):
-                # many short steps queueing up is throughput, which more threads cannot add
-                grow = count - stuck < self._max and all(
-                    w.busy_since and now - w.busy_since > _LONG_STEP for w in workers
-                )
+                grow = 0
         if grow:
-            self._start_worker()
+            self._start_workers(grow)
         self._arm_watch()
 
     def _arm_watch(self) -> None:
@@ -246,16 +251,25 @@ class LuaExecutor:
         elif busy:
             self._arm_watch()
 
-    def _start_worker(self) -> None:
-        self._serial += 1
-        worker = _Worker()
-        thread = threading.Thread(
-            target=self._work, args=(worker,), name=f"algocline-lua-{self._serial}", daemon=True
-        )
-        worker.thread = thread
-        thread.start()
+    def _start_workers(self, n: int) -> None:
+        """Start ``n`` workers from a helper thread: ``Thread.start`` waits until the new thread
+        runs, which can take long when runaways keep every core busy, and the loop must not."""
+        threads = []
+        for _ in range(n):
+            self._serial += 1
+            worker = _Worker()
+            thread = threading.Thread(
+                target=self._work,
+                args=(worker,),
+                name=f"algocline-lua-{self._serial}",
+                daemon=True,
+            )
+            worker.thread = thread
+            threads.append(thread)
         with self._lock:
-            self.stats.peak_workers = max(self.stats.peak_workers, len(self._workers) + 1)
+            self._pending += n
+            self.stats.peak_workers = max(self.stats.peak_workers, len(self._workers) + n)
+        _thread.start_new_thread(_start_all, (threads,))
 
     @property
     def closed(self) -> bool:
@@ -292,6 +306,7 @@ class LuaExecutor:
         ident = threading.get_ident()
         with self._lock:
             self._workers[ident] = worker
+            self._pending -= 1
         jobs, kick, done_flag, clock = self._jobs, self._kick, self._done, time.monotonic
         native = self.native
         try:
@@ -364,6 +379,14 @@ class LuaExecutor:
         finally:
             with self._lock:
                 self._sleepers -= 1
+
+
+def _start_all(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        try:
+            thread.start()
+        except RuntimeError:  # pragma: no cover - interpreter shutting down / out of threads
+            log.warning("algocline_nb: could not start a Lua worker thread", exc_info=True)
 
 
 def _nice(worker: _Worker) -> None:

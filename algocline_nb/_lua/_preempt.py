@@ -25,10 +25,28 @@ from typing import Any, Final
 
 import lupa.lua54 as lupa
 
-__all__ = ["AVAILABLE", "SLICE_COUNT", "StepSlice", "current", "install"]
+from .. import _native
+
+__all__ = [
+    "AVAILABLE",
+    "NATIVE_HOOK",
+    "begin",
+    "claim",
+    "end",
+    "thread_slice",
+    "SLICE_COUNT",
+    "STUCK_COUNT",
+    "StepSlice",
+    "current",
+    "install",
+    "unstick",
+]
 
 SLICE_COUNT: Final = 10_000
 """Lua instructions between two hook calls (about 30 µs of pure Lua on a 2020s CPU)."""
+STUCK_COUNT: Final = 10_000_000
+"""Lua instructions between two hook calls once a step is past its slice in code Lua cannot
+suspend (a few milliseconds)."""
 
 _MASKCOUNT: Final = 8  # LUA_MASKCOUNT
 
@@ -42,12 +60,14 @@ class StepSlice:
     second preemption, of another coroutine, meanwhile cannot be mistaken for it.
     """
 
-    __slots__ = ("deadline", "host", "preempted")
+    __slots__ = ("deadline", "host", "native", "preempted", "stuck")
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Any, native: bool = False) -> None:
         self.host = host
+        self.native = native  # its coroutines have the C hook (``begin``/``end`` feed it)
         self.deadline: float | None = None
         self.preempted: set[int] = set()
+        self.stuck: int | None = None  # the coroutine whose hook now runs at STUCK_COUNT
 
 
 current = threading.local()
@@ -97,20 +117,104 @@ def _hook(lua_state: int, _debug: int) -> None:
             _sethook(lua_state, _lua_hook, _MASKCOUNT, 1)  # the Lua hook raises the cancel error
             return
         deadline = run.deadline
-        if deadline is not None and time.perf_counter() > deadline and _isyieldable(lua_state):
+        if deadline is None or time.perf_counter() <= deadline:
+            return
+        if _isyieldable(lua_state):
             run.preempted.add(lua_state)
             _yieldk(lua_state, 0, None, None)  # returns; Lua suspends after the hook
+        elif run.stuck is not lua_state:
+            # past its slice where Lua cannot suspend it (a comparator, a callback): look
+            # again less often, so that runaways on many workers do not fight over the GIL
+            # (this callback takes it); a cancel still lands within a few milliseconds
+            run.stuck = lua_state
+            _sethook(lua_state, _c_hook_address, _MASKCOUNT, STUCK_COUNT)
     except BaseException:  # a ctypes callback must not raise (ctypes would print it)
         pass
 
 
 _c_hook = _HOOK_TYPE(_hook)
+_native_hook: _native.HookApi | None = None
 if _api is not None:
     _sethook, _yieldk, _isyieldable, _lua_hook = _api
     _c_hook_address: int = ctypes.cast(_c_hook, ctypes.c_void_p).value or 0
+    _native_hook = _native.hook_api(
+        ctypes.cast(_sethook, ctypes.c_void_p).value or 0,
+        ctypes.cast(_yieldk, ctypes.c_void_p).value or 0,
+        ctypes.cast(_isyieldable, ctypes.c_void_p).value or 0,
+        _lua_hook,
+    )
+NATIVE_HOOK: Final = _native_hook is not None
+"""The count hook in C is there (it never takes the GIL); else the ctypes hook above is used."""
 
 
-def install(address: str) -> None:
-    """Put the preempting hook on the coroutine whose ``lua_State*`` Lua printed as ``%p``."""
+def install(address: str, native: bool = False) -> None:
+    """Put the preempting hook on the coroutine whose ``lua_State*`` Lua printed as ``%p``.
+
+    ``native``: the C hook (no GIL), which the step must then feed through ``begin``/``end``.
+    """
     if _api is not None:
-        _sethook(int(address, 16), _c_hook_address, _MASKCOUNT, SLICE_COUNT)
+        hook = _native_hook.address if native and _native_hook is not None else _c_hook_address
+        _sethook(int(address, 16), hook, _MASKCOUNT, SLICE_COUNT)
+
+
+def thread_slice() -> _native.Slice:
+    """This worker thread's slice for the C hook (made and bound on first use)."""
+    piece: _native.Slice | None = getattr(current, "cslice", None)
+    if piece is None:
+        assert _native_hook is not None
+        piece = current.cslice = _native.Slice()
+        _native_hook.bind_thread(piece)
+    return piece
+
+
+def begin(run: StepSlice, stop_address: int, deadline: float | None) -> _native.Slice:
+    """Before a step under the C hook: arm this thread's slice with the session's stop flag and
+    the step's deadline (``time.perf_counter`` seconds, as for the ctypes hook)."""
+    piece = thread_slice()
+    piece.stop = stop_address
+    piece.deadline_ns = (
+        0
+        if deadline is None
+        else time.monotonic_ns() + max(1, int((deadline - time.perf_counter()) * 1e9))
+    )
+    piece.active = 1
+    return piece
+
+
+def end(run: StepSlice, piece: _native.Slice) -> None:
+    """After a step under the C hook: disarm; keep what it suspended and nobody claimed yet."""
+    piece.active = 0
+    piece.deadline_ns = 0
+    slots = piece.preempted
+    for i in range(_native.PREEMPTED_SLOTS):
+        state = slots[i]
+        if state:
+            run.preempted.add(int(state))
+            slots[i] = None
+
+
+def claim(run: StepSlice, state: int) -> bool:
+    """Whether the hook suspended the coroutine ``state`` (once: the claim forgets it)."""
+    if state in run.preempted:
+        run.preempted.discard(state)
+        return True
+    piece: _native.Slice | None = getattr(current, "cslice", None)
+    if piece is not None and piece.active:
+        slots = piece.preempted
+        for i in range(_native.PREEMPTED_SLOTS):
+            if slots[i] == state:
+                slots[i] = None
+                return True
+    return False
+
+
+def unstick(run: StepSlice, alive: int) -> None:
+    """Give the coroutine a stuck step slowed down its normal hook count again (next step).
+
+    Only if it is ``alive`` (the session's own driver coroutine): a strategy's coroutine may
+    have been collected since, and its address must then never be touched.
+    """
+    state = run.stuck
+    run.stuck = None
+    if state is not None and state == alive and _api is not None:
+        _sethook(state, _c_hook_address, _MASKCOUNT, SLICE_COUNT)

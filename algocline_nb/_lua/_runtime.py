@@ -1,24 +1,26 @@
 """One session's Lua runtime: set-up through bootstrap.lua, stepping, and lupa error mapping.
 
-A step runs either on the registry's loop thread with a deadline (it is then preempted when its
-slice is over: see ``_preempt``) or on a Lua worker thread without one (see ``_executor``).
-lupa's exceptions are translated into step results at this one boundary.
+Every step runs on a Lua worker thread (``_executor``), with a deadline after which it is
+suspended where Lua allows (``_preempt``), never overlapping the runtime's close; the runtime is
+freed on the worker of its last step. lupa's exceptions are translated into step results at
+this one boundary.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Final, Protocol
 
 import lupa.lua54 as lupa
 
 from .._types import FailureKind, PausePrompt
 from . import _preempt
+from ._chunks import bootstrap_bytecode as _bootstrap_bytecode
+from ._chunks import lua_chunk as lua_chunk
+from ._chunks import lua_source as lua_source
 
 __all__ = [
     "Cancelled",
@@ -36,54 +38,6 @@ __all__ = [
 
 HOOK_COUNT: Final = 100_000
 """Lua instructions between two cancellation checks (about a millisecond of pure Lua)."""
-
-
-@functools.cache
-def lua_source(name: str) -> str | None:
-    """The text of ``_lua/<name>.lua`` shipped with the package (``None`` if absent)."""
-    try:
-        return resources.files(__package__).joinpath(f"{name}.lua").read_text("utf-8")
-    except FileNotFoundError:
-        return None
-
-
-_compile_lock = threading.Lock()
-
-_CHUNK_NAMES: Final = {
-    "json": "=algocline_nb/json.lua",
-    "services": "=algocline_nb/services.lua",
-    "prelude": "=alc.prelude",
-}
-
-
-@functools.cache
-def lua_chunk(name: str) -> bytes | None:
-    """``_lua/<name>.lua`` compiled once per process, with its debug information.
-
-    Sessions load these lazily (the services, the prelude, the JSON module); loading the
-    binary chunk costs about a tenth of compiling the source again in every runtime (json.lua:
-    18 µs against 148 µs). Line information is kept, so errors read as if loaded from source.
-    """
-    source = lua_source(name)
-    if source is None:
-        return None
-    with _compile_lock:
-        compiler = lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False)
-        dump = compiler.eval(
-            "function(src, name) return string.dump(assert(load(src, name, 't')), false) end"
-        )
-        return bytes(dump(source.encode("utf-8"), _CHUNK_NAMES.get(name, f"={name}").encode()))
-
-
-@functools.cache
-def _bootstrap_bytecode() -> bytes:
-    """bootstrap.lua compiled once per process (stripped: every session loads it)."""
-    source = lua_source("bootstrap")
-    assert source is not None
-    with _compile_lock:
-        compiler = lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False)
-        dump = compiler.eval("function(src) return string.dump(assert(load(src, '=b')), true) end")
-        return bytes(dump(source.encode("utf-8")))
 
 
 class _Null:
@@ -148,6 +102,9 @@ class Host(Protocol):
     """What a runtime needs from its session (called on the worker thread)."""
 
     cancel_requested: bool
+    stop_address: int
+    """Address of a C int that is nonzero once the session must stop (0: none; the C hook
+    reads it, where the ctypes hook reads ``cancel_requested``)."""
 
     def host_call(self, op: str, *args: Any) -> Any: ...
 
@@ -162,6 +119,8 @@ class LuaConfig:
     state_dir: str
     cards_dir: str
     scenarios_dir: str
+    native_hook: bool = False
+    """Slice and cancel steps with the C count hook (``_native``) instead of the ctypes one."""
 
 
 class _BadRequest(Exception):
@@ -311,10 +270,11 @@ class LuaSession:
         self._collect = collect
         self._shutdown = shutdown
         self._host = host
-        self._slice = _preempt.StepSlice(host)
+        native = config.native_hook and bool(getattr(host, "stop_address", 0))
+        self._slice = _preempt.StepSlice(host, native)
         self._main = int(res[1], 16)
-        _preempt.install(res[1])
-        _preempt.install(main_state)
+        _preempt.install(res[1], native)
+        _preempt.install(main_state, native)
         del boot, prepare  # the set-up chunk becomes garbage
         out = self._run_step(None, None, None, config.memory_limit, deadline)
         if isinstance(out, Pause):  # a paused session keeps only its live heap (~4 KiB less)
@@ -360,15 +320,11 @@ class LuaSession:
 
     def _rt(self, op: str, address: str) -> bool | None:
         """The runtime's own services for services.lua (see bootstrap.lua's header)."""
+        run = self._slice
         if op == "preempted":
-            run = self._slice
-            state = int(address, 16)
-            if run is None or state not in run.preempted:
-                return False
-            run.preempted.discard(state)
-            return True
+            return run is not None and _preempt.claim(run, int(address, 16))
         if op == "adopt":
-            _preempt.install(address)
+            _preempt.install(address, run is not None and run.native)
         return None
 
     def _run(
@@ -416,12 +372,21 @@ class LuaSession:
             return StepFailed("the session has no running strategy", FailureKind.ENGINE_ERROR)
         if self._host.cancel_requested:  # checkpoint B: cancelled before this step
             return Cancelled()
+        if run.stuck is not None:  # (only the driver's coroutine is known to be alive)
+            _preempt.unstick(run, self._main)
         run.deadline = deadline
         current = _preempt.current
         current.run = run
+        if not run.native:
+            try:
+                return self._drive(ok, value, level, memory_limit)
+            finally:
+                current.run = None
+        piece = _preempt.begin(run, self._host.stop_address, deadline)
         try:
             return self._drive(ok, value, level, memory_limit)
         finally:
+            _preempt.end(run, piece)
             current.run = None
 
     def _drive(
@@ -468,8 +433,7 @@ class LuaSession:
             return PREEMPTED
         if tag == "yield":
             run = self._slice
-            if run is not None and self._main in run.preempted:
-                run.preempted.discard(self._main)
+            if run is not None and _preempt.claim(run, self._main):
                 return PREEMPTED
             return StepFailed(_STRAY_YIELD, FailureKind.LUA_ERROR)
         if tag == "oom":
@@ -537,6 +501,10 @@ def _clean_traceback(message: str) -> str:
         and "in upvalue 'raw_xpcall'" not in line
         and not line.lstrip().startswith("?:")
     ]
+    # the last frame is the driver's own xpcall, which runs the strategy (Lua names it
+    # "upvalue '?'" or "function 'xpcall'", depending on what the session has loaded)
+    if keep and keep[-1].lstrip().startswith("[C]: in "):
+        keep.pop()
     return head + sep + "\n".join(keep)  # the message itself is kept whole
 
 

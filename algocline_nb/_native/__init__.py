@@ -36,12 +36,16 @@ __all__ = [
     "Flag",
     "spin_until_changed",
     "bump_and_spin",
+    "HookApi",
+    "PREEMPTED_SLOTS",
+    "Slice",
+    "hook_api",
 ]
 
 #: The environment variable that disables the native library when set to ``"0"``.
 ENV_VAR: Final = "ALGOCLINE_NB_NATIVE"
 #: The ABI version of ``handoff.c`` this module was written against.
-_ABI_VERSION: Final = 1
+_ABI_VERSION: Final = 2
 
 #: Where the native library is looked for (next to this file; named by platform).
 LIBRARY_PATH: Final = Path(__file__).with_name(
@@ -217,3 +221,62 @@ def bump_and_spin(done: Flag, kick: Flag, old_kick: int, spin_ns: int) -> bool:
         done.bump()
         return kick.value != old_kick
     return bool(_bump_spin(done._ptr, kick._ptr, old_kick, spin_ns))
+
+
+# ------------------------------------------------------------------ the Lua count hook
+
+PREEMPTED_SLOTS: Final = 16
+"""Coroutines one step's hook can have suspended before the host claims them."""
+
+
+class Slice(ctypes.Structure):
+    """What the C hook reads on one Lua worker thread (``alc_slice`` in handoff.c).
+
+    The host writes the fields before and after each step, from Python, under the GIL (plain
+    memory writes, no call into the library); the hook only reads them, except ``preempted``
+    and ``preempts``, which it fills and the host claims during the same step.
+    """
+
+    _fields_ = (
+        ("deadline_ns", ctypes.c_longlong),
+        ("stop", ctypes.c_void_p),
+        ("preempted", ctypes.c_void_p * PREEMPTED_SLOTS),
+        ("preempts", ctypes.c_int),
+        ("active", ctypes.c_int),
+    )
+
+
+class HookApi:
+    """The native count hook (see handoff.c): its address, and the per-thread binding."""
+
+    __slots__ = ("_bind", "address")
+
+    def __init__(self, lib: ctypes.CDLL, sethook: int, yieldk: int, isyieldable: int, luahook: int):
+        lib.alc_hook_init.argtypes = [ctypes.c_void_p] * 4
+        lib.alc_hook_init.restype = ctypes.c_int
+        lib.alc_hook_address.argtypes = []
+        lib.alc_hook_address.restype = ctypes.c_void_p
+        lib.alc_bind_thread.argtypes = [ctypes.POINTER(Slice)]
+        lib.alc_bind_thread.restype = None
+        lib.alc_slice_size.argtypes = []
+        lib.alc_slice_size.restype = ctypes.c_int
+        if int(lib.alc_slice_size()) != ctypes.sizeof(Slice):
+            raise OSError("the native alc_slice does not match algocline_nb._native.Slice")
+        if not lib.alc_hook_init(sethook, yieldk, isyieldable, luahook):
+            raise OSError("alc_hook_init refused the Lua API entry points")
+        self.address: int = int(lib.alc_hook_address() or 0)
+        self._bind: Callable[[Any], None] = lib.alc_bind_thread
+
+    def bind_thread(self, piece: Slice) -> None:
+        """Make ``piece`` the slice the hook reads on the calling thread (keep it alive)."""
+        self._bind(ctypes.byref(piece))
+
+
+def hook_api(sethook: int, yieldk: int, isyieldable: int, luahook: int) -> HookApi | None:
+    """The native hook, given the addresses of the Lua C API functions (None: pure path)."""
+    if _LIB is None:
+        return None
+    try:
+        return HookApi(_LIB, sethook, yieldk, isyieldable, luahook)
+    except (OSError, AttributeError):
+        return None
