@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from .. import _native
+from . import _preempt
 
 __all__ = ["SPIN_NS", "STUCK_AFTER", "ExecutorStats", "LuaExecutor"]
 
@@ -67,12 +68,50 @@ class ExecutorStats:
         self.peak_workers = 0
 
 
+def _holding(worker: _Worker, now: float, after: float) -> bool:
+    """Whether ``worker`` has been in one step for ``after`` seconds *computing*.
+
+    Wall time alone cannot tell a step that holds its worker (a loop where Lua cannot yield, a
+    long C call) from steps that only wait for the GIL behind busy neighbours, and more
+    threads would make that contention worse: the count hook must have seen it past its slice
+    where Lua cannot suspend it, or (a C call, where no hook runs) it must have used at least
+    half of that time on the CPU.
+    """
+    since = worker.busy_since
+    if not since or now - since <= after:
+        return False
+    piece = worker.cslice
+    if (piece is not None and piece.overrun) or worker.ident in _preempt.overrun_threads:
+        return True  # the count hook saw it past its slice where Lua cannot suspend it
+    clock = worker.cpu_clock
+    if clock is None:
+        return True
+    try:
+        used = time.clock_gettime(clock) - worker.cpu_since
+    except OSError:  # the thread is gone
+        return False
+    return used > 0.5 * (now - since)
+
+
 class _Worker:
-    __slots__ = ("busy_since", "niced", "stuck", "thread")
+    __slots__ = (
+        "busy_since",
+        "cpu_clock",
+        "cpu_since",
+        "cslice",
+        "ident",
+        "niced",
+        "stuck",
+        "thread",
+    )
 
     def __init__(self) -> None:
         self.thread: threading.Thread | None = None
         self.busy_since = 0.0  # monotonic start of its current step (0: idle)
+        self.cpu_since = 0.0  # the thread's CPU time then
+        self.cpu_clock: int | None = None  # the thread's CPU-time clock (pthread_getcpuclockid)
+        self.cslice: _native.Slice | None = None  # what the C count hook writes on that thread
+        self.ident = 0
         self.stuck = False
         self.niced = False
 
@@ -92,6 +131,9 @@ class LuaExecutor:
         self._min = max(1, min_workers)
         self._max = max(self._min, max_workers)
         self.native = _native.AVAILABLE if native is None else (native and _native.AVAILABLE)
+        self.spin = self.native and _cpus() > 1
+        """Spin for the other side (two threads busy at once: pointless, even harmful, when the
+        process has one CPU, where the spinner only delays the thread it waits for)."""
         self._jobs: collections.deque[Job | None] = collections.deque()
         self._kick = _native.Flag()  # bumped on every submit: spinning workers watch it
         self._done = _native.Flag()  # bumped by workers after each job: the loop watches it
@@ -148,7 +190,7 @@ class LuaExecutor:
         the GIL is free, so the spinning worker takes it without waiting for the GIL. Without
         the native helper this is ``submit``.
         """
-        if not self.native or self.in_flight or self._jobs:
+        if not self.spin or self.in_flight or self._jobs:
             self.submit(fn, args, done)
             return
         seen = self._done.value
@@ -207,7 +249,9 @@ class LuaExecutor:
                 grow = 0
             elif count < self._min:
                 grow = self._min - count
-            elif all(w.busy_since and now - w.busy_since > _LONG_STEP for w in workers):
+            elif (
+                workers and not self._pending and all(_holding(w, now, _LONG_STEP) for w in workers)
+            ):
                 # every worker is in one long step (strategies computing, or stuck where Lua
                 # cannot suspend them): a worker for each job waiting, stuck ones not counted
                 # against max_workers; many short steps queueing up is throughput instead,
@@ -239,7 +283,7 @@ class LuaExecutor:
             if not since:
                 continue
             busy = True
-            if now - since > STUCK_AFTER:
+            if w.stuck or _holding(w, now, STUCK_AFTER):
                 if not w.stuck:
                     w.stuck = True
                     self.stats.stuck_total += 1
@@ -308,7 +352,15 @@ class LuaExecutor:
             self._workers[ident] = worker
             self._pending -= 1
         jobs, kick, done_flag, clock = self._jobs, self._kick, self._done, time.monotonic
-        native = self.native
+        try:
+            cpu_clock: int | None = time.pthread_getcpuclockid(ident)
+        except (AttributeError, OSError):  # pragma: no cover - not POSIX
+            cpu_clock = None
+        worker.cpu_clock = cpu_clock
+        worker.ident = ident
+        if _preempt.NATIVE_HOOK:
+            worker.cslice = _preempt.thread_slice()
+        native = self.spin
         try:
             while True:
                 try:
@@ -320,6 +372,8 @@ class LuaExecutor:
                 if job is None:
                     return
                 fn, args, done = job
+                if cpu_clock is not None:
+                    worker.cpu_since = time.clock_gettime(cpu_clock)
                 worker.busy_since = clock()
                 try:
                     result = fn(*args)
@@ -361,7 +415,7 @@ class LuaExecutor:
         seen = kick.value
         if self._jobs:
             return True
-        if self.native and self._take_spin():
+        if self.spin and self._take_spin():
             try:
                 if _native.spin_until_changed(kick, seen, SPIN_NS):
                     return True
@@ -379,6 +433,13 @@ class LuaExecutor:
         finally:
             with self._lock:
                 self._sleepers -= 1
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def _start_all(threads: list[threading.Thread]) -> None:

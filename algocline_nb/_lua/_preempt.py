@@ -70,6 +70,10 @@ class StepSlice:
         self.stuck: int | None = None  # the coroutine whose hook now runs at STUCK_COUNT
 
 
+overrun_threads: set[int] = set()
+"""Idents of the threads whose step (under the ctypes hook) is past its deadline where Lua
+cannot suspend it: they hold their worker, and the pool may grow past them."""
+
 current = threading.local()
 """``current.run``: the ``StepSlice`` of the step this thread runs (``None`` between steps)."""
 
@@ -122,7 +126,9 @@ def _hook(lua_state: int, _debug: int) -> None:
         if _isyieldable(lua_state):
             run.preempted.add(lua_state)
             _yieldk(lua_state, 0, None, None)  # returns; Lua suspends after the hook
-        elif run.stuck is not lua_state:
+            return
+        overrun_threads.add(threading.get_ident())  # it holds its worker
+        if run.stuck is not lua_state:
             # past its slice where Lua cannot suspend it (a comparator, a callback): look
             # again less often, so that runaways on many workers do not fight over the GIL
             # (this callback takes it); a cancel still lands within a few milliseconds
@@ -177,6 +183,7 @@ def begin(run: StepSlice, stop_address: int, deadline: float | None) -> _native.
         if deadline is None
         else time.monotonic_ns() + max(1, int((deadline - time.perf_counter()) * 1e9))
     )
+    piece.overrun = 0
     piece.active = 1
     return piece
 
@@ -184,6 +191,7 @@ def begin(run: StepSlice, stop_address: int, deadline: float | None) -> _native.
 def end(run: StepSlice, piece: _native.Slice) -> None:
     """After a step under the C hook: disarm; keep what it suspended and nobody claimed yet."""
     piece.active = 0
+    piece.overrun = 0
     piece.deadline_ns = 0
     slots = piece.preempted
     for i in range(_native.PREEMPTED_SLOTS):

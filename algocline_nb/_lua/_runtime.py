@@ -382,6 +382,7 @@ class LuaSession:
                 return self._drive(ok, value, level, memory_limit)
             finally:
                 current.run = None
+                _preempt.overrun_threads.discard(threading.get_ident())
         piece = _preempt.begin(run, self._host.stop_address, deadline)
         try:
             return self._drive(ok, value, level, memory_limit)

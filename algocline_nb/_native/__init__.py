@@ -45,7 +45,7 @@ __all__ = [
 #: The environment variable that disables the native library when set to ``"0"``.
 ENV_VAR: Final = "ALGOCLINE_NB_NATIVE"
 #: The ABI version of ``handoff.c`` this module was written against.
-_ABI_VERSION: Final = 2
+_ABI_VERSION: Final = 3
 
 #: Where the native library is looked for (next to this file; named by platform).
 LIBRARY_PATH: Final = Path(__file__).with_name(
@@ -243,6 +243,7 @@ class Slice(ctypes.Structure):
         ("preempted", ctypes.c_void_p * PREEMPTED_SLOTS),
         ("preempts", ctypes.c_int),
         ("active", ctypes.c_int),
+        ("overrun", ctypes.c_int),
     )
 
 

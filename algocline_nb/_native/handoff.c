@@ -86,7 +86,7 @@ ALC_EXPORT int alc_load(volatile int *flag)
 
 ALC_EXPORT int alc_abi_version(void)
 {
-    return 2;
+    return 3;
 }
 
 /* ------------------------------------------------------------------ the Lua count hook
@@ -123,6 +123,7 @@ typedef struct {
     void *preempted[ALC_PREEMPTED];  /* coroutines the hook suspended, not yet claimed */
     int preempts;                    /* how many it suspended (a counter, never reset) */
     int active;                      /* 1 while a step runs on this thread */
+    int overrun;                     /* the step is past its deadline where it cannot yield */
 } alc_slice;
 
 static alc_sethook_t alc_p_sethook;
@@ -154,6 +155,8 @@ static void alc_hook(lua_State *L, lua_Debug *ar)
         }
         s->preempts++;
         alc_p_yieldk(L, 0, 0, 0); /* returns: Lua suspends the coroutine after the hook */
+    } else {
+        s->overrun = 1; /* it holds this worker: the pool may grow past it */
     }
 }
 
