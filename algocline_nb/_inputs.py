@@ -35,7 +35,9 @@ __all__ = [
     "Spec",
     "advice_as_run",
     "app_dir_of",
+    "MAX_CTX_DEPTH",
     "check_ctx",
+    "check_text",
     "is_async",
     "normalize_spec",
     "package_roots_of",
@@ -129,11 +131,55 @@ def check_ctx(ctx: Any) -> tuple[str | None, Budget | None]:
         text = json.dumps(ctx, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise InvalidSpecError(f"ctx is not JSON-able: {exc}") from None
+    except RecursionError:
+        raise InvalidSpecError(
+            f"ctx is nested too deeply (more than {MAX_CTX_DEPTH} levels of objects and arrays)"
+        ) from None
+    check_text(text, "ctx")
+    if _depth(text) > MAX_CTX_DEPTH:
+        raise InvalidSpecError(
+            f"ctx is nested too deeply (more than {MAX_CTX_DEPTH} levels of objects and arrays)"
+        )
+    return (None if text == "{}" else text), Budget.from_ctx(ctx)
+
+
+MAX_CTX_DEPTH: Final = 127
+"""Deepest nesting of objects and arrays a ctx may have (what json.lua decodes, as algocline)."""
+
+
+def _depth(text: str) -> int:
+    """Deepest nesting of ``[``/``{`` in compact JSON (strings skipped), cheaply."""
+    if text.count("[") + text.count("{") <= MAX_CTX_DEPTH:
+        return 0  # cannot be deeper than the number of openers
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def check_text(text: str, what: str) -> None:
+    """``InvalidSpecError`` if ``text`` cannot be UTF-8 (a lone surrogate), naming where."""
     try:
-        budget = Budget.from_ctx(ctx)
-    except ValueError as exc:
-        raise InvalidSpecError(str(exc)) from None
-    return (None if text == "{}" else text), budget
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidSpecError(
+            f"{what} holds text that is not valid Unicode: a lone surrogate"
+            f" {text[exc.start : exc.end]!a} at character {exc.start}"
+        ) from None
 
 
 def reason_of(reason: CancelReason | CancelCode | str | Mapping[str, Any] | None) -> CancelReason:

@@ -37,6 +37,7 @@ from ._inputs import (
     advice_as_run,
     app_dir_of,
     check_ctx,
+    check_text,
     normalize_spec,
     package_roots_of,
     reason_of,
@@ -80,6 +81,14 @@ __all__ = [
 DEFAULT_MEMORY_LIMIT: Final = 256 * 1024 * 1024
 DEFAULT_LOOP_SLICE: Final = 0.001
 _ids = itertools.count()
+
+
+def _utf8_ok(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _new_id() -> str:
@@ -281,6 +290,7 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
             raise InvalidSpecError(f"unknown spec kind {kind!r}")
         if not isinstance(run.code, str) or not run.code.strip():
             raise InvalidSpecError("code must not be empty")
+        check_text(run.code, "code")
         ctx_json, budget = check_ctx(full.ctx)
         if name is not None and not isinstance(name, str):
             raise InvalidSpecError(f"name must be a string, got {type(name).__name__}")
@@ -345,6 +355,13 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
         responses = responses_of(answer, remaining)
         if not responses:  # e.g. BatchPayload([]): answers nothing, so it is no answer at all
             raise InvalidPayloadError(f"the answer is empty; pending: {', '.join(remaining)}")
+        for r in responses:  # nothing is recorded unless every text can reach Lua
+            for text in (r.response, r.error):
+                if text is not None and not _utf8_ok(text):
+                    raise InvalidPayloadError(
+                        f"the answer to {r.query_id} holds text that is not valid Unicode"
+                        " (a lone surrogate); the session is still paused"
+                    )
         ids = [r.query_id for r in responses]
         dupes = sorted({qid for qid in ids if ids.count(qid) > 1})
         if dupes:

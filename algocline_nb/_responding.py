@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 from collections.abc import Awaitable
 from typing import Any
 
@@ -30,7 +31,7 @@ class Responding(RegistryBase):
             if inline:
                 try:
                     reply: Any = responder(prompt)
-                except Exception as exc:
+                except (Exception, SystemExit, KeyboardInterrupt) as exc:  # a failed answer
                     self._deliver(session, prompt.query_id, exc)
                     continue
                 if not inspect.isawaitable(reply):
@@ -49,8 +50,7 @@ class Responding(RegistryBase):
         async with self._responder_slots:
             if is_async(responder):
                 return await responder(prompt)
-            loop = asyncio.get_running_loop()
-            reply = await loop.run_in_executor(None, responder, prompt)
+            reply = await _on_daemon_thread(responder, prompt)
             if inspect.isawaitable(reply):
                 reply = await reply
             return reply
@@ -60,7 +60,7 @@ class Responding(RegistryBase):
             reply = await pending
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt from its code included
             reply = exc
         self._deliver(session, qid, reply)
 
@@ -68,16 +68,60 @@ class Responding(RegistryBase):
         """Hand one responder reply (or its exception) to the session, if it still waits."""
         if session.pending is None or qid not in session.pending or session.cancel_requested:
             return  # cancelled, answered by hand, or evicted meanwhile
+        error: str | None = None
         if isinstance(reply, BaseException):
-            message = str(reply) or type(reply).__name__
-            session.emit(Note, "responder_error", f"{qid}: {message}")
-            response = QueryResponse(qid, error=message)
+            error = str(reply) or type(reply).__name__
+            if not isinstance(reply, Exception) and str(reply):  # SystemExit(3): say which
+                error = f"{type(reply).__name__}: {reply}"
         else:
             try:
                 text, usage = reply_parts(reply)
-            except TypeError as exc:
-                session.emit(Note, "responder_error", f"{qid}: {exc}")
-                response = QueryResponse(qid, error=str(exc))
+            except (TypeError, ValueError) as exc:  # not text, or a usage that is no usage
+                error = str(exc)
             else:
-                response = QueryResponse(qid, text, usage)
+                if _utf8_ok(text):
+                    response = QueryResponse(qid, text, usage)
+                else:
+                    error = "the responder's answer is not valid Unicode (a lone surrogate)"
+        if error is not None:
+            error = error.encode("utf-8", "backslashreplace").decode("utf-8")
+            session.emit(Note, "responder_error", f"{qid}: {error}")
+            response = QueryResponse(qid, error=error)
+        # every failure reaches the strategy as the catchable error of its alc.llm call
         self.resume_nowait(session.session_id, response)
+
+
+def _utf8_ok(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _on_daemon_thread(fn: Any, arg: Any) -> asyncio.Future[Any]:
+    """Call a sync responder on a daemon thread; its reply (or the exception it raised, as a
+    value: SystemExit and KeyboardInterrupt too) as a future.
+
+    Not asyncio's default executor: its threads are joined at interpreter exit, so one hung
+    responder would delay exit (and a kernel restart) for ever.
+    """
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def settle(value: Any) -> None:
+        if not fut.done():
+            fut.set_result(value)  # an exception object too: _deliver tells it apart
+
+    def run() -> None:
+        try:
+            value: Any = fn(arg)
+        except BaseException as exc:  # handed to the loop, which turns it into a Lua error
+            value = exc
+        try:
+            loop.call_soon_threadsafe(settle, value)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    threading.Thread(target=run, name="algocline-responder", daemon=True).start()
+    return fut

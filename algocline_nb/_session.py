@@ -86,12 +86,15 @@ class Budget:
 
     @classmethod
     def from_ctx(cls, ctx: Mapping[str, Any] | None) -> Budget | None:
-        """The budget in ``ctx["budget"]``, or ``None`` when no limit is set."""
+        """The budget in ``ctx["budget"]``, or ``None`` when no limit is set.
+
+        As the original's ``Budget::from_ctx``: a ``budget`` that is not an object, or a limit
+        that is not an unsigned integer, is no budget / no such limit, never an error (packages
+        use ``ctx.budget`` as a parameter of their own, which reaches them untouched).
+        """
         spec = None if ctx is None else ctx.get("budget")
-        if spec is None:
-            return None
         if not isinstance(spec, Mapping):
-            raise ValueError("ctx.budget must be an object")
+            return None
         budget = cls(spec)
         if budget.max_llm_calls is budget.max_elapsed_ms is budget.max_tokens is None:
             return None
@@ -104,8 +107,8 @@ def _limit(spec: Mapping[str, Any], key: str) -> int | None:
         return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"ctx.budget.{key} must be a non-negative integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
+        return None  # not an unsigned integer: no such limit
     return value
 
 

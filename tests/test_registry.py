@@ -267,10 +267,17 @@ async def test_spawn_ctx_reaches_lua(reg: AsyncSessionRegistry) -> None:
         [1],
     ],
 )
-async def test_spawn_bad_budget_is_invalid(reg: AsyncSessionRegistry, budget: Any) -> None:
-    with pytest.raises(InvalidSpecError):
-        await reg.spawn(ASK, ctx={"budget": budget})
-    assert await reg.sessions() == []
+async def test_a_budget_of_the_packages_own_reaches_it_untouched(
+    reg: AsyncSessionRegistry, budget: Any
+) -> None:
+    # CONTRACT §2, as the original: not a budget of ours -> no limit, and ctx keeps the value
+    code = 'local got = ctx.budget local a = alc.llm("q") return {got = got, a = a}'
+    sid = await reg.spawn(code, ctx={"budget": budget})
+    await wait_for_tag(reg, sid, "paused")
+    await reg.resume(sid, "x")
+    outcome = await reg.await_terminal(sid, timeout=5)
+    assert isinstance(outcome, DoneOutcome)
+    assert outcome.result.value == {"got": budget, "a": "x"}
 
 
 # =============================================================================== events

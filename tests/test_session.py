@@ -337,9 +337,16 @@ def test_budget_from_ctx() -> None:
         {"x": "1", "max_tokens": "1"},
     ],
 )
-def test_budget_rejects_bad_values(spec: Any) -> None:
-    with pytest.raises(ValueError, match="budget"):
-        Budget.from_ctx({"budget": spec})
+def test_a_budget_that_is_not_one_is_ignored_as_in_the_original(spec: Any) -> None:
+    # Budget::from_ctx: not an object / not an unsigned integer -> no budget, never an error
+    assert Budget.from_ctx({"budget": spec}) is None
+
+
+def test_good_limits_beside_bad_ones_are_kept() -> None:
+    budget = Budget.from_ctx({"budget": {"max_llm_calls": 3, "max_tokens": "lots", "x": 1}})
+    assert budget is not None
+    assert (budget.max_llm_calls, budget.max_tokens, budget.max_elapsed_ms) == (3, None, None)
+    assert Budget.from_ctx({"budget": {"max_tokens": 2.0}}).max_tokens == 2  # type: ignore[union-attr]
 
 
 async def test_budget_checks() -> None:

@@ -43,14 +43,24 @@ local alc = { null = NULL }
 _G.alc = alc
 -- The host reads only plain values and tables made here: the strategy's own tables are read
 -- raw (rawget, rawlen), so no metamethod of theirs ever runs outside the strategy's coroutine.
-local rawlen = rawlen
-local function raw_opts(opts)
+local rawlen, utf8_len = rawlen, utf8.len
+-- Text the host receives must be UTF-8: a prompt or system that is not raises here, in the
+-- strategy, where pcall can catch it (the host would otherwise fail decoding it).
+local function utf8_check(where, what, s)
+  if type(s) == "string" and not utf8_len(s) then
+    error(where .. ": " .. what .. " is not valid UTF-8 text", 3)
+  end
+end
+local function raw_opts(opts, where)
   if type(opts) ~= "table" then return opts end
-  return { rawget(opts, "system"), rawget(opts, "max_tokens"), rawget(opts, "grounded"),
+  local system = rawget(opts, "system")
+  utf8_check(where, "system", system)
+  return { system, rawget(opts, "max_tokens"), rawget(opts, "grounded"),
     rawget(opts, "underspecified"), n = 4 }
 end
 function alc.llm(prompt, opts)
-  return answer(co_yield(LLM, prompt, raw_opts(opts)))
+  utf8_check("alc.llm", "prompt", prompt)
+  return answer(co_yield(LLM, prompt, raw_opts(opts, "alc.llm")))
 end
 function alc.llm_batch(items)
   if type(items) ~= "table" then error("alc.llm_batch: expected an array of items", 2) end
@@ -60,7 +70,9 @@ function alc.llm_batch(items)
   for i = 1, n do
     local item = rawget(items, i)
     if type(item) ~= "table" then error("alc.llm_batch: item " .. i .. " is not a table", 2) end
-    flat[i] = { rawget(item, "prompt"), raw_opts(item) }
+    local prompt = rawget(item, "prompt")
+    utf8_check("alc.llm_batch item " .. i, "prompt", prompt)
+    flat[i] = { prompt, raw_opts(item, "alc.llm_batch item " .. i) }
   end
   return answer(co_yield(LLM, flat, LLM))
 end
@@ -204,6 +216,9 @@ local function prepare(code, ctx_json, chunkname)
     local encoded, text = raw_pcall(need_json().encode, res)
     res = nil
     release()
+    if encoded and not utf8_len(text) then
+      return "unencodable", "it holds text that is not valid UTF-8"
+    end
     if encoded then return "done", text end
     return "unencodable", text
   end)
@@ -211,12 +226,18 @@ local function prepare(code, ctx_json, chunkname)
   return true, string.format("%p", main_co)
 end
 
+-- An error message goes to the host as text: bytes that are not UTF-8 are shown escaped.
+local function printable(s)
+  if type(s) ~= "string" or utf8_len(s) then return s end
+  return (s:gsub("[\128-\255]", function(c) return string.format("\\x%02X", c:byte()) end))
+end
+
 local function finish(ok, tag, a, b)
   if cancelled then return "cancelled" end
   if not ok then
     if tag == "not enough memory" then return "oom", tag end
     if type(tag) ~= "string" then tag = "(error object is a " .. type(tag) .. " value)" end
-    return "error", tag
+    return "error", printable(tag)
   end
   if tag == LLM then
     if b == LLM then return "batch", a end
@@ -232,7 +253,7 @@ local function finish(ok, tag, a, b)
   end
   if a == CANCEL then return "cancelled" end
   if a == "not enough memory" then return "oom", a end
-  return "error", a
+  return "error", printable(a)
 end
 
 -- (the host checks for cancellation before each step: no Python call here)
