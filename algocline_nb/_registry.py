@@ -15,6 +15,7 @@ import itertools
 import os
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
@@ -81,6 +82,13 @@ __all__ = [
 DEFAULT_MEMORY_LIMIT: Final = 256 * 1024 * 1024
 DEFAULT_LOOP_SLICE: Final = 0.001
 _ids = itertools.count()
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
 
 
 def _utf8_ok(text: str) -> bool:
@@ -173,6 +181,7 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
             scenarios_dir=str(self.app_dir / "scenarios"),
             native_hook=native is not False and _preempt.NATIVE_HOOK,
         )
+        self._roots = tuple(_resolved(root) for root in self.package_roots)
         self._store = StateStore(self.app_dir / "state")  # alc.state, shared by all sessions
         self._sessions: dict[str, Session] = {}
         self._terminal: dict[str, None] = {}  # terminal ids in order of termination
@@ -317,6 +326,7 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
             responder=responder,
             store=self._store,
             memory_limit=self.memory_limit,
+            roots=self._roots,
         )
         self._sessions[session.session_id] = session
         self._starting.append(session)

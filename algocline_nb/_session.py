@@ -12,8 +12,10 @@ import ctypes
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
+from ._budget import Budget as Budget
 from ._bus import Bus
 from ._lua._runtime import LuaSession, lua_chunk
 from ._lua._store import StateStore
@@ -72,44 +74,6 @@ TRANSITIONS: Final[Mapping[ExecutionStateTag, frozenset[ExecutionStateTag]]] = {
     F: frozenset(),
 }
 """Allowed moves; anything else (in particular leaving a terminal state) is refused."""
-
-
-class Budget:
-    """``ctx.budget``: limits checked by ``alc.llm`` before each pause."""
-
-    __slots__ = ("max_elapsed_ms", "max_llm_calls", "max_tokens")
-
-    def __init__(self, spec: Mapping[str, Any]) -> None:
-        self.max_llm_calls: int | None = _limit(spec, "max_llm_calls")
-        self.max_elapsed_ms: int | None = _limit(spec, "max_elapsed_ms")
-        self.max_tokens: int | None = _limit(spec, "max_tokens")
-
-    @classmethod
-    def from_ctx(cls, ctx: Mapping[str, Any] | None) -> Budget | None:
-        """The budget in ``ctx["budget"]``, or ``None`` when no limit is set.
-
-        As the original's ``Budget::from_ctx``: a ``budget`` that is not an object, or a limit
-        that is not an unsigned integer, is no budget / no such limit, never an error (packages
-        use ``ctx.budget`` as a parameter of their own, which reaches them untouched).
-        """
-        spec = None if ctx is None else ctx.get("budget")
-        if not isinstance(spec, Mapping):
-            return None
-        budget = cls(spec)
-        if budget.max_llm_calls is budget.max_elapsed_ms is budget.max_tokens is None:
-            return None
-        return budget
-
-
-def _limit(spec: Mapping[str, Any], key: str) -> int | None:
-    value = spec.get(key)
-    if value is None:
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
-        return None  # not an unsigned integer: no such limit
-    return value
 
 
 class CallRecord:
@@ -211,6 +175,7 @@ class Session:
         "post",
         "responder",
         "retire",
+        "roots",
         "session_id",
         "spec_kind",
         "started",
@@ -235,6 +200,7 @@ class Session:
         responder: Any = None,
         store: StateStore | None = None,
         memory_limit: int | None = None,
+        roots: tuple[Path, ...] = (),
     ) -> None:
         self.session_id = session_id
         self.spec_kind = spec_kind
@@ -255,6 +221,7 @@ class Session:
         self.calls: list[CallRecord] = []
         self.lua: LuaSession | None = LuaSession()
         self.memory_limit = memory_limit
+        self.roots = roots  # the package roots, resolved (what a sandbox may read)
         self.host_bytes = 0  # what the host keeps for the strategy (texts, stats, prompts)
         self.memory_exceeded = False
         self.waiters: list[asyncio.Future[None]] | None = None
@@ -432,6 +399,8 @@ class Session:
             return time.time()
         if op == "chunk":
             return lua_chunk(str(args[0]))
+        if op == "confine":
+            return _confine(str(args[0]), self.roots)
         if op.startswith("state_"):
             if self.store is None:
                 return False, "alc.state is not available in this session"
@@ -509,6 +478,18 @@ class Session:
             None if b.max_elapsed_ms is None else max(0, b.max_elapsed_ms - self.elapsed_ms()),
             None if b.max_tokens is None else max(0, b.max_tokens - tokens),
         )
+
+
+def _confine(name: str, roots: tuple[Path, ...]) -> str | None:
+    """``name`` resolved (symlinks followed) if it lies under one of ``roots``, else None."""
+    try:
+        path = Path(name).resolve()
+    except (OSError, ValueError, RuntimeError):
+        return None
+    for root in roots:
+        if path == root or root in path.parents:
+            return str(path)
+    return None
 
 
 def _number(x: Any) -> int | float | None:

@@ -590,14 +590,15 @@ async def test_app_dir_defaults_to_alc_home(
 async def test_sandbox_removes_io_and_dangerous_os(tmp_path: Path) -> None:
     code = """
     local ok, err = pcall(os.exit, 0)
-    return {io = io == nil, loaded_io = package.loaded.io == nil, execute = os.execute == nil,
+    return {io = io.write == nil and io.open("x") == nil, loaded_io = package.loaded.io == io,
+            execute = os.execute == nil,
             remove = os.remove == nil, rename = os.rename == nil, exit = err,
             getenv = type(os.getenv), clock = type(os.clock), debug = debug == nil,
             python = python == nil, loadlib = package.loadlib("x", "y") == nil}
     """
     async with AsyncSessionRegistry(app_dir=tmp_path / "app", sandbox=True) as reg:
         value = await value_of(reg, code)
-        denied = await failure_of(reg, 'return io.open("/etc/hostname")')
+        denied = await value_of(reg, 'return {io.open("/etc/hostname")}')
     assert value == {
         "io": True,
         "loaded_io": True,
@@ -611,7 +612,8 @@ async def test_sandbox_removes_io_and_dangerous_os(tmp_path: Path) -> None:
         "python": True,
         "loadlib": True,
     }
-    assert denied.startswith("strategy:1: attempt to index a nil value (global 'io')")
+    # a stub that answers like a missing file, so packages that probe for one still load
+    assert denied == [None, "io.open is not available in a sandboxed session"]
 
 
 async def test_without_sandbox_io_and_os_stay(

@@ -393,7 +393,7 @@ async def test_require_works_in_the_sandbox(tmp_path: Path) -> None:
     async with AsyncSessionRegistry(
         app_dir=tmp_path / "app", package_path=[PACKAGES], sandbox=True
     ) as reg:
-        d = await run_with(reg, 'return {io == nil, require("nbkit").trim("  x ")}')
+        d = await run_with(reg, 'return {io.write == nil, require("nbkit").trim("  x ")}')
     assert d.value == [True, "x"]
 
 

@@ -107,7 +107,7 @@ local function services()
       host, NULL, alc, need_json, LLM, CANCEL, hook, sethook, co_create, co_resume, co_status,
       co_yield, co_isyieldable, rt, PREEMPT, raw_load, raw_loadfile, io_open,
       function() return ns, cancelled and 1 or hook_count end,
-      budgeted, state_dir, cards_dir, scenarios_dir)
+      budgeted, state_dir, cards_dir, scenarios_dir, sandbox, package_path)
   end
   return svc
 end
@@ -139,12 +139,26 @@ package.path = package_path
 -- end the whole Python process (the notebook's kernel); package.loadlib could load C code.
 local function stub(name) return function(...) return services()[name](...) end end
 searchers[2] = stub("searcher")
-os.exit, package.loadlib = stub("exit"), stub("loadlib")
+-- os.setlocale would change how every session of the process formats and parses numbers.
+os.exit, os.setlocale = stub("exit"), stub("setlocale")
+package.loadlib = stub("loadlib")
 print, load, loadfile, dofile = stub("print"), stub("load"), stub("loadfile"), stub("dofile")
 coroutine.create, coroutine.resume, coroutine.wrap = stub("create"), stub("resume"), stub("wrap")
 if sandbox then
-  io, package.loaded.io = nil, nil
-  os.execute, os.remove, os.rename = nil, nil, nil
+  -- No file read and no command outside the package roots: io answers like a missing file (so
+  -- packages that probe for one still load), dofile/loadfile/require reach the roots only (see
+  -- services.lua), and the environment shows only ALC_* variables (API keys stay in the kernel).
+  local refusal = "not available in a sandboxed session"
+  local function refused(what) return function() return nil, what .. " is " .. refusal end end
+  io = { open = refused("io.open"), lines = refused("io.lines"), popen = refused("io.popen"),
+    type = function() return nil end }
+  package.loaded.io = io
+  os.execute, os.remove, os.rename, os.tmpname = nil, nil, nil, nil
+  local getenv = os.getenv
+  os.getenv = function(name)
+    if type(name) == "string" and name:sub(1, 4) == "ALC_" then return getenv(name) end
+    return nil
+  end
 end
 
 -- Finalizers run with hooks off (Lua turns them off in __gc) and, when the runtime closes,

@@ -5,7 +5,7 @@
 -- `info()` gives the session's namespace and the hook count for new coroutines.
 local host, NULL, alc, need_json, LLM, CANCEL, hook, sethook, co_create, co_resume, co_status,
   co_yield, co_isyieldable, rt, PREEMPT, raw_load, raw_loadfile, io_open, info, budgeted,
-  state_dir, cards_dir, scenarios_dir = ...
+  state_dir, cards_dir, scenarios_dir, sandbox, root_path = ...
 local raw_pcall = pcall
 local type, tostring, tonumber, error, select, rawget = type, tostring, tonumber, error, select, rawget
 local setmetatable, concat = setmetatable, table.concat
@@ -145,7 +145,8 @@ local searchpath, sformat, package_lib = package.searchpath, string.format, pack
 -- ("@cot/init.lua", so errors read "cot/init.lua:12: ..."), and runs a module with no
 -- arguments, as algocline's loader does. A miss lists every file it tried.
 local function package_searcher(name)
-  local path = package_lib.path
+  -- sandboxed: the registry's roots, whatever the strategy wrote into package.path
+  local path = sandbox and root_path or package_lib.path
   if type(path) ~= "string" then error("package.path must be a string", 0) end
   local tried = {}
   for template in path:gmatch("[^;]+") do
@@ -181,12 +182,26 @@ local function load_(chunk, name, _, env)
   if env == nil then return raw_load(chunk, name, "t") end
   return raw_load(chunk, name, "t", env)
 end
+-- Sandboxed, a file is read only if it resolves (symlinks followed) to one under a package root.
+local function confined(name)
+  if not sandbox then return name end
+  if type(name) ~= "string" then return nil, "a file name is needed in a sandboxed session" end
+  local path = host("confine", name)
+  if not path then
+    return nil, "cannot read " .. name .. ": outside the package roots of a sandboxed session"
+  end
+  return path
+end
 local function loadfile_(name, _, env)
-  if env == nil then return raw_loadfile(name, "t") end
-  return raw_loadfile(name, "t", env)
+  local path, why = confined(name)
+  if not path then return nil, why end
+  if env == nil then return raw_loadfile(path, "t") end
+  return raw_loadfile(path, "t", env)
 end
 local function dofile_(name)
-  local f, err = raw_loadfile(name, "t")
+  local path, why = confined(name)
+  if not path then error(why, 2) end
+  local f, err = raw_loadfile(path, "t")
   if not f then error(err, 2) end
   return f()
 end
@@ -226,10 +241,14 @@ end
 
 -- os.exit would end the whole Python process (the notebook's kernel).
 local function exit() error("os.exit is not available in an algocline_nb session", 2) end
+local function setlocale()
+  error("os.setlocale is not available in an algocline_nb session (it would change how every"
+    .. " session of the process reads and writes numbers)", 2)
+end
 local function loadlib() return nil, "C modules are not allowed in algocline_nb", "absent" end
 
 return {
-  searcher = package_searcher, exit = exit, loadlib = loadlib, print = print_, load = load_,
+  searcher = package_searcher, exit = exit, setlocale = setlocale, loadlib = loadlib, print = print_, load = load_,
   loadfile = loadfile_, dofile = dofile_, create = create, resume = resume, wrap = wrap,
 }
 
