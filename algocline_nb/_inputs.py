@@ -45,6 +45,7 @@ __all__ = [
     "reply_parts",
     "responses_of",
     "seconds_of",
+    "utf8_ok",
 ]
 
 Answer = str | Sequence[str] | Mapping[str, Any] | ResumePayload | QueryResponse
@@ -169,6 +170,15 @@ def _depth(text: str) -> int:
         elif ch in "]}":
             depth -= 1
     return deepest
+
+
+def utf8_ok(text: str) -> bool:
+    """Whether ``text`` can be encoded as UTF-8 (no lone surrogate), so reach Lua."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_text(text: str, what: str) -> None:

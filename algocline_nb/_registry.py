@@ -43,6 +43,7 @@ from ._inputs import (
     package_roots_of,
     reason_of,
     responses_of,
+    utf8_ok,
 )
 from ._lua import _preempt
 from ._lua._executor import LuaExecutor
@@ -89,14 +90,6 @@ def _resolved(path: Path) -> Path:
         return path.resolve()
     except (OSError, RuntimeError):
         return path.absolute()
-
-
-def _utf8_ok(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _new_id() -> str:
@@ -367,7 +360,7 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
             raise InvalidPayloadError(f"the answer is empty; pending: {', '.join(remaining)}")
         for r in responses:  # nothing is recorded unless every text can reach Lua
             for text in (r.response, r.error):
-                if text is not None and not _utf8_ok(text):
+                if text is not None and not utf8_ok(text):
                     raise InvalidPayloadError(
                         f"the answer to {r.query_id} holds text that is not valid Unicode"
                         " (a lone surrogate); the session is still paused"

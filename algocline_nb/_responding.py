@@ -13,7 +13,7 @@ import threading
 from collections.abc import Awaitable
 from typing import Any
 
-from ._inputs import is_async, reply_parts
+from ._inputs import is_async, reply_parts, utf8_ok
 from ._registry_base import RegistryBase
 from ._session import Session
 from ._types import Note, PausePrompt, QueryResponse
@@ -79,7 +79,7 @@ class Responding(RegistryBase):
             except (TypeError, ValueError) as exc:  # not text, or a usage that is no usage
                 error = str(exc)
             else:
-                if _utf8_ok(text):
+                if utf8_ok(text):
                     response = QueryResponse(qid, text, usage)
                 else:
                     error = "the responder's answer is not valid Unicode (a lone surrogate)"
@@ -89,14 +89,6 @@ class Responding(RegistryBase):
             response = QueryResponse(qid, error=error)
         # every failure reaches the strategy as the catchable error of its alc.llm call
         self.resume_nowait(session.session_id, response)
-
-
-def _utf8_ok(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _on_daemon_thread(fn: Any, arg: Any) -> asyncio.Future[Any]:

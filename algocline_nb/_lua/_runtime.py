@@ -377,18 +377,16 @@ class LuaSession:
         run.deadline = deadline
         current = _preempt.current
         current.run = run
-        if not run.native:
-            try:
-                return self._drive(ok, value, level, memory_limit)
-            finally:
-                current.run = None
-                _preempt.overrun_threads.discard(threading.get_ident())
-        piece = _preempt.begin(run, self._host.stop_address, deadline)
+        # the C hook reads this thread's slice; the ctypes hook reads current.run
+        piece = _preempt.begin(run, self._host.stop_address, deadline) if run.native else None
         try:
             return self._drive(ok, value, level, memory_limit)
         finally:
-            _preempt.end(run, piece)
             current.run = None
+            if piece is not None:
+                _preempt.end(run, piece)
+            else:
+                _preempt.overrun_threads.discard(threading.get_ident())
 
     def _drive(
         self, ok: bool | None, value: Any, level: int | None, memory_limit: int | None
