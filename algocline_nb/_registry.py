@@ -456,6 +456,7 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
             s.bus.drop()
         if self._executor is not None:
             self._executor.close()
+        self._store.close()  # a step still stuck in C may use it again: it reopens what it needs
 
     @property
     def closed(self) -> bool:

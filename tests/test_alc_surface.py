@@ -527,7 +527,7 @@ async def test_state_namespace_from_ctx(registry: AsyncSessionRegistry, tmp_path
     assert await value_of(registry, code, ctx={"_ns": "mine"}) == 1
     assert await value_of(registry, code, ctx={"_ns": 42}) == 1  # not a string: default
     state = tmp_path / "app" / "state"
-    assert sorted(p.name for p in state.iterdir()) == ["default.json", "mine.json"]
+    assert sorted(p.name for p in state.glob("*.json")) == ["default.json", "mine.json"]
 
 
 @pytest.mark.parametrize("ns", ["", "../x", "a/b", "a\\b", "a\0b"])

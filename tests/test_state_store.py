@@ -18,6 +18,10 @@ def store(tmp_path: Path) -> StateStore:
     return StateStore(tmp_path / "state")
 
 
+def names(store: StateStore) -> list[str]:
+    return sorted(p.name for p in store.state_dir.iterdir())
+
+
 def file_of(store: StateStore, ns: str) -> Any:
     return json.loads((store.state_dir / f"{ns}.json").read_text(encoding="utf-8"))
 
@@ -28,7 +32,7 @@ def test_layout_one_object_per_namespace(store: StateStore) -> None:
     assert not store.state_dir.exists()  # reading does not create it
     store.set("default", "k", {"a": [1, 2.5, None]})
     store.set("other", "k", "v")
-    assert sorted(p.name for p in store.state_dir.iterdir()) == ["default.json", "other.json"]
+    assert names(store) == [".default.json.lock", ".other.json.lock", "default.json", "other.json"]
     assert file_of(store, "default") == {"k": {"a": [1, 2.5, None]}}
     assert file_of(store, "other") == {"k": "v"}
     text = (store.state_dir / "default.json").read_text(encoding="utf-8")
@@ -40,15 +44,39 @@ def test_atomic_replace_leaves_no_tmp_file(store: StateStore) -> None:
     inode = os.stat(store.state_dir / "ns.json").st_ino
     store.set("ns", "b", 2)
     assert os.stat(store.state_dir / "ns.json").st_ino != inode  # a new file renamed over it
-    assert sorted(p.name for p in store.state_dir.iterdir()) == ["ns.json"]
+    assert names(store) == [".ns.json.lock", "ns.json"]
     assert file_of(store, "ns") == {"a": 1, "b": 2}
 
 
-def test_a_stale_tmp_file_is_replaced(store: StateStore) -> None:
-    store.state_dir.mkdir(parents=True)
-    (store.state_dir / "ns.json.tmp").write_text("garbage from a crash")
+def test_a_write_keeps_the_files_mode(store: StateStore) -> None:
     store.set("ns", "a", 1)
-    assert sorted(p.name for p in store.state_dir.iterdir()) == ["ns.json"]
+    path = store.state_dir / "ns.json"
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    path.chmod(0o640)
+    store.set("ns", "a", 2)
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_temporaries_of_dead_writers_are_removed_others_kept(store: StateStore) -> None:
+    store.state_dir.mkdir(parents=True)
+    # a writer killed between mkstemp and rename leaves its temporary behind
+    (store.state_dir / ".ns.json.k3j9x_2a.tmp").write_text("half a write")
+    (store.state_dir / ".other.json.abc.tmp").write_text("another namespace's")
+    # the original algocline's own temporary name: never ours to touch
+    (store.state_dir / "ns.json.tmp").write_text("the original's")
+    store.set("ns", "a", 1)
+    assert names(store) == [
+        ".ns.json.lock",
+        ".other.json.abc.tmp",
+        "ns.json",
+        "ns.json.tmp",
+    ]
+    assert file_of(store, "ns") == {"a": 1}
+
+
+def test_delete_of_a_missing_namespace_creates_nothing(store: StateStore) -> None:
+    assert store.delete("ns", "a") is False
+    assert not store.state_dir.exists()
 
 
 @pytest.mark.parametrize(
@@ -139,7 +167,7 @@ def test_corrupt_file_is_an_error_and_left_untouched(store: StateStore, content:
             op()
         assert str(path) in str(info.value)
     assert path.read_bytes() == content.encode("utf-8", "surrogateescape")
-    assert sorted(p.name for p in store.state_dir.iterdir()) == ["ns.json"]
+    assert names(store) == [".ns.json.lock", "ns.json"]
 
 
 def test_host_op_speaks_json_text(store: StateStore) -> None:
