@@ -651,7 +651,9 @@ async def test_other_client_errors_are_translated(
 
 @needs_openai
 async def test_given_client_timeout_reports_its_timeout() -> None:
-    request: Any = None  # the error only keeps it
+    import httpx  # openai's own dependency; its errors read the request's headers
+
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
     client = _FakeClient(_raiser(openai.APITimeoutError(request)))
     r = OpenAIResponder("m", client=client)  # type: ignore[arg-type]
     with pytest.raises(ResponderError, match=r"timed out after 9\.0 s$"):
