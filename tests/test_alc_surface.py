@@ -117,25 +117,29 @@ async def test_llm_safe_returns_the_default_on_error(registry: AsyncSessionRegis
 async def test_llm_json_retries_once_with_a_json_only_prompt(
     registry: AsyncSessionRegistry,
 ) -> None:
-    llm = FakeLLM([("could not be parsed", "still no json"), ("Give", "no json here")])
+    llm = FakeLLM([("was not valid JSON", "still no json"), ("Give", "no json here")])
     code = 'local v, raw = alc.llm_json("Give data", {system = "orig", max_tokens = 9})\n'
     code += "return {v == nil, raw}"
-    d = await run_with(registry, code, llm)
+    sid = await registry.spawn(code)
+    d = await drive(registry, sid, llm)
     assert d.value == [True, "still no json"]
     assert d.pauses == 2
     first, retry = llm.seen
     assert (first.system, first.max_tokens) == ("orig", 9)
+    # the original's retry, byte for byte
     assert retry.max_tokens == 9
-    assert retry.system == (
-        "You reply with one valid JSON value and nothing else: "
-        "no prose, no explanations, no markdown code fences."
-    )
+    assert retry.system == "Output ONLY valid JSON. No markdown fences, no explanation."
     assert retry.prompt == (
-        "Your previous answer could not be parsed as JSON.\n\n"
-        "Previous answer:\nno json here\n\n"
-        "Original request:\nGive data\n\n"
-        "Answer the original request again, as valid JSON only."
+        "The previous response was not valid JSON.\n\n"
+        "Previous output:\nno json here\n\n"
+        "Fix the JSON and return ONLY valid JSON.\n\n"
+        "Original request:\nGive data"
     )
+    notes = [(e.title, e.content) for e in registry.history(sid) if isinstance(e, Note)]
+    assert notes == [
+        ("warn", "alc.llm_json: JSON parse failed, retrying"),
+        ("warn", "alc.llm_json: JSON parse failed after retry"),
+    ]
 
 
 async def test_llm_json_no_retry_when_first_answer_parses(registry: AsyncSessionRegistry) -> None:
@@ -358,27 +362,54 @@ async def test_cache_hits_misses_and_the_clear_quirk(registry: AsyncSessionRegis
     ]
 
 
+# ---------------------------------------------------------------------------- pipe
+
+
+async def test_pipe_stages_pause_through_skip_mode(registry: AsyncSessionRegistry) -> None:
+    # stages by package name and inline; "skip" runs them under pcall, and their pauses
+    # still reach the host (and their answers come back) through it
+    code = """
+    package.loaded.ask = { run = function(c) c.result = alc.llm("ask: " .. c.task); return c end }
+    local r = alc.pipe({
+      "ask",
+      function() error("stage two is broken", 0) end,
+      function(c) c.result = alc.llm("check: " .. c.task); return c end,
+    }, ctx, {on_error = "skip"})
+    return {r.result, r.task, r.pipe_history}
+    """
+    sid = await registry.spawn(code, ctx={"task": "q"})
+    d = await drive(registry, sid, echo)
+    assert d.pauses == 2
+    assert d.value == [
+        "re:check: re:ask: q",
+        "re:ask: q",
+        [
+            {"strategy": "ask", "result": "re:ask: q"},
+            {"strategy": "(inline-2)", "error": "stage two is broken"},
+            {"strategy": "(inline-3)", "result": "re:check: re:ask: q"},
+        ],
+    ]
+    notes = [(e.title, e.content) for e in registry.history(sid) if isinstance(e, Note)]
+    assert notes == [("warn", "alc.pipe: stage '(inline-2)' failed: stage two is broken")]
+
+
 # ---------------------------------------------------------------------------- config, budget
 
 
 async def test_tuning(registry: AsyncSessionRegistry) -> None:
+    # as the original's: only the defaults' keys are read from ctx ("extra", "d" are not)
     code = """
     local defaults = {n = 3, nested = {a = 1, b = {c = 2}}, list = {1, 2, 3}, _schema = {x = 1}}
     return {
-      alc.tuning(defaults, {n = 5, nested = {b = {d = 4}}, list = {9}, extra = true}),
-      alc.tuning(defaults, {my = {n = 7}}, {prefix = "my"}),
-      alc.tuning(nil, nil),
+      alc.tuning(defaults, {n = 5, nested = {b = {c = 4, d = 4}}, list = {9}, extra = true}),
+      alc.tuning(defaults, {my = {n = 7}, n = 99}, {prefix = "my"}),
+      alc.tuning("as given", {n = 1}),
     }
     """
     assert await value_of(registry, code) == [
-        {
-            "n": 5,
-            "nested": {"a": 1, "b": {"c": 2, "d": 4}},
-            "list": [9],
-            "extra": True,
-        },
+        {"n": 5, "nested": {"a": 1, "b": {"c": 4}}, "list": [9]},
         {"n": 7, "nested": {"a": 1, "b": {"c": 2}}, "list": [1, 2, 3]},
-        {},
+        "as given",
     ]
 
 

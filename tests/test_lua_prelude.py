@@ -331,6 +331,10 @@ def test_llm_json_gives_nil_and_raw_after_second_failure(env: Env) -> None:
     t, raw = env.lua.execute("return alc.llm_json('p')")
     assert (t, raw) == (None, "still bad")
     assert len(env.calls()) == 2
+    assert to_py(env.host.logs) == [
+        ["warn", "alc.llm_json: JSON parse failed, retrying"],
+        ["warn", "alc.llm_json: JSON parse failed after retry"],
+    ]
 
 
 def test_llm_safe(env: Env) -> None:
@@ -600,11 +604,11 @@ def test_tuning_deep_merge(env: Env) -> None:
         "r.nested.y.p = 'mutated' "
         "return {r = r, d = d}"
     )
+    # only the defaults' keys are read from ctx (as the original's: "extra" is not taken)
     assert out["r"] == {
         "a": 1,
         "nested": {"x": 1, "y": {"p": "mutated", "q": 9}},
         "list": [7],
-        "extra": "e",
     }
     assert out["d"]["nested"] == {"x": 1, "y": {"p": 1, "q": 2}}
     assert out["d"]["list"] == [1, 2, 3]
@@ -620,9 +624,108 @@ def test_tuning_scalar_and_array_replace_dict(env: Env) -> None:
 def test_tuning_prefix(env: Env) -> None:
     code = "return alc.tuning({a = 1, b = 2}, {mypkg = {a = 5}, a = 99}, {prefix = ...})"
     assert env.run(code, "mypkg") == {"a": 5, "b": 2}
-    assert env.run(code, "missing") == {"a": 1, "b": 2}
-    assert env.run(code, None) == {"a": 99, "b": 2, "mypkg": {"a": 5}}
+    # a prefix ctx lacks reads ctx itself, as the original's does
+    assert env.run(code, "missing") == {"a": 99, "b": 2}
+    assert env.run(code, None) == {"a": 99, "b": 2}
     assert env.run("return alc.tuning({a = 1}, nil)") == {"a": 1}
+
+
+def test_tuning_prefix_holding_a_non_table_warns_and_reads_nothing(env: Env) -> None:
+    assert env.run("return alc.tuning({a = 1}, {p = 'x', a = 99}, {prefix = 'p'})") == {"a": 1}
+    assert to_py(env.host.logs) == [
+        ["warn", "alc.tuning: prefix 'p' exists but is not a table, ignoring"]
+    ]
+
+
+def test_tuning_keeps_non_table_defaults_and_shares_untouched_tables(env: Env) -> None:
+    assert env.run("return alc.tuning('as given', {a = 1})") == "as given"
+    assert env.run("local d = {t = {1}} return alc.tuning(d, {}).t == d.t") is True
+
+
+# ------------------------------------------------------------------------------------- pipe
+
+PIPE_STAGES = """
+package.loaded["upper_stage"] = { run = function(c)
+  c.result = { said = string.upper(c.task) }
+  return c
+end }
+seen = {}
+"""
+
+
+def test_pipe_hands_each_result_on_as_the_next_task(env: Env) -> None:
+    env.lua.execute(PIPE_STAGES)
+    out = env.run(
+        "local ctx = {task = 'hi', keep = 1} "
+        "local r = alc.pipe({'upper_stage', function(c) c.result = 42; return c end, "
+        "  function(c) c.result = c.task .. '!'; return c end}, ctx, "
+        "  {on_stage = function(i, name, c) seen[#seen + 1] = {i, name, c.task} end}) "
+        "return {r = r, ctx = ctx}"
+    )
+    assert out["ctx"] == {"task": "hi", "keep": 1}  # a shallow copy is piped, not ctx
+    assert out["r"] == {
+        "task": "42",  # the last stage's result is not handed on
+        "keep": 1,
+        "result": "42!",
+        "pipe_history": [
+            {"strategy": "upper_stage", "result": {"said": "HI"}},
+            {"strategy": "(inline-2)", "result": 42},
+            {"strategy": "(inline-3)", "result": "42!"},
+        ],
+    }
+    # a table result goes on JSON-encoded, anything else through tostring
+    assert to_py(env.lua.globals().seen) == [
+        [1, "upper_stage", '{"said":"HI"}'],
+        [2, "(inline-2)", "42"],
+        [3, "(inline-3)", "42"],
+    ]
+
+
+def test_pipe_skip_logs_and_records_the_error(env: Env) -> None:
+    out = env.run(
+        "return alc.pipe({function() error('bad stage', 0) end, "
+        "  function(c) c.result = 'ok'; return c end}, {task = 't'}, {on_error = 'skip'})"
+    )
+    assert out["pipe_history"] == [
+        {"strategy": "(inline-1)", "error": "bad stage"},
+        {"strategy": "(inline-2)", "result": "ok"},
+    ]
+    assert to_py(env.host.logs) == [["warn", "alc.pipe: stage '(inline-1)' failed: bad stage"]]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        ("alc.pipe({}, {})", "alc.pipe: strategies must be a non-empty array"),
+        ("alc.pipe({function(c) return c end}, 'x')", "alc.pipe: ctx must be a table"),
+        ("alc.pipe({7}, {})", "alc.pipe: strategy[1] must be a string or function"),
+        ("alc.pipe({'no_such_stage'}, {})", "alc.pipe: failed to load strategy 'no_such_stage': "),
+        ("alc.pipe({'upper_stage'}, {})", "bad argument #1 to 'upper'"),  # "abort": as raised
+        (
+            "alc.pipe({function() return 'text' end}, {}, {on_error = 'continue'})",
+            "alc.pipe: strategy '(inline-1)' must return a table (ctx)",
+        ),
+    ],
+)
+def test_pipe_errors(env: Env, call: str, message: str) -> None:
+    env.lua.execute(PIPE_STAGES)
+    ok, err = env.lua.execute(f"return pcall(function() return {call} end)")
+    assert ok is False
+    assert message in str(err)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ("nil, 's'", "alc.eval: scenario is required"),
+        ("true, 's'", "alc.eval: scenario must be a string or table"),
+        ("{cases = {}}, 123", "alc.eval: strategy must be a string package name"),
+    ],
+)
+def test_eval_checks_its_arguments(env: Env, args: str, message: str) -> None:
+    ok, err = env.lua.execute(f"return pcall(alc.eval, {args})")
+    assert ok is False
+    assert message in str(err)
 
 
 # ------------------------------------------------------------------------ budget/state/print

@@ -133,20 +133,26 @@ function alc.json_extract(raw)
   return nil
 end
 
-local JSON_SYSTEM = "You reply with one valid JSON value and nothing else: "
-  .. "no prose, no explanations, no markdown code fences."
+-- The retry's system and prompt are the original's, byte for byte (hosts and recorded
+-- transcripts see the same second query).
+local JSON_SYSTEM = "Output ONLY valid JSON. No markdown fences, no explanation."
 
+-- One retry when the answer holds no JSON, warned about in the log (twice if it fails again).
 function alc.llm_json(prompt, opts)
+  opts = opts or {}
   local raw = alc.llm(prompt, opts)
   local v = alc.json_extract(raw)
   if v then return v, raw end
+  alc.log("warn", "alc.llm_json: JSON parse failed, retrying")
   local o = copy(opts)
   o.system = JSON_SYSTEM
-  raw = alc.llm("Your previous answer could not be parsed as JSON.\n\n"
-    .. "Previous answer:\n" .. tostring(raw) .. "\n\n"
-    .. "Original request:\n" .. tostring(prompt) .. "\n\n"
-    .. "Answer the original request again, as valid JSON only.", o)
-  return alc.json_extract(raw), raw
+  raw = alc.llm("The previous response was not valid JSON.\n\n"
+    .. "Previous output:\n" .. tostring(raw) .. "\n\n"
+    .. "Fix the JSON and return ONLY valid JSON.\n\n"
+    .. "Original request:\n" .. tostring(prompt), o)
+  v = alc.json_extract(raw)
+  if not v then alc.log("warn", "alc.llm_json: JSON parse failed after retry") end
+  return v, raw
 end
 
 -- text ----------------------------------------------------------------------------------------
@@ -325,25 +331,39 @@ end
 
 -- config, budget, state, print ----------------------------------------------------------------
 
-local function is_dict(v) return type(v) == "table" and v[1] == nil end
-
-local function merge(base, over)
+-- Only the defaults' keys are read, from ctx or from ctx[prefix] (when ctx has no such key,
+-- from ctx itself; when it holds no table, from nothing, with a warning). A dict-like default
+-- (a table with no [1]) given a table is tuned by it in turn, through alc.tuning; anything
+-- else given replaces the default. `_schema` (parameter metadata) is dropped; defaults that
+-- are not a table come back as they are.
+function alc.tuning(defaults, ctx, opts)
+  if type(defaults) ~= "table" then return defaults end
+  local src = type(ctx) == "table" and ctx or {}
+  local prefix = type(opts) == "table" and opts.prefix or nil
+  if prefix then
+    local ns = src[prefix]
+    if type(ns) == "table" then
+      src = ns
+    elseif ns ~= nil then
+      alc.log("warn", "alc.tuning: prefix '" .. tostring(prefix)
+        .. "' exists but is not a table, ignoring")
+      src = {}
+    end
+  end
   local out = {}
-  for _, src in ipairs({ base, over }) do
-    for k, v in pairs(src) do
-      if k ~= "_schema" then
-        if is_dict(v) then v = merge(is_dict(out[k]) and out[k] or {}, v) end
+  for k, v in pairs(defaults) do
+    if k ~= "_schema" then
+      local given = src[k]
+      if given == nil then
         out[k] = v
+      elseif type(v) == "table" and v[1] == nil and type(given) == "table" then
+        out[k] = alc.tuning(v, given)
+      else
+        out[k] = given
       end
     end
   end
   return out
-end
-
-function alc.tuning(defaults, ctx, opts)
-  local src = ctx
-  if opts and opts.prefix ~= nil and type(ctx) == "table" then src = ctx[opts.prefix] end
-  return merge(type(defaults) == "table" and defaults or {}, type(src) == "table" and src or {})
 end
 
 function alc.budget_check()
@@ -366,3 +386,94 @@ function alc._print(...)
   for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
   alc.log("info", concat(parts, "\t"))
 end
+
+-- pipelines -----------------------------------------------------------------------------------
+
+-- A stage of alc.pipe: its name (in pipe_history and messages) and its run function.
+local function pipe_stage(entry, i)
+  if type(entry) == "function" then return "(inline-" .. i .. ")", entry end
+  if type(entry) ~= "string" then
+    error("alc.pipe: strategy[" .. i .. "] must be a string or function", 3)
+  end
+  local ok, pkg = pcall(require, entry)
+  if not ok then
+    error("alc.pipe: failed to load strategy '" .. entry .. "': " .. tostring(pkg), 3)
+  end
+  if type(pkg) ~= "table" or type(pkg.run) ~= "function" then
+    error("alc.pipe: strategy '" .. entry .. "' must export run(ctx)", 3)
+  end
+  return entry, pkg.run
+end
+
+-- The pipe_history a stage's ctx carries (a ctx that dropped it gets the running one back).
+local function history_of(c, running)
+  local h = c.pipe_history
+  if type(h) ~= "table" then h = running; c.pipe_history = h end
+  return h
+end
+
+-- Stages run in order on a shallow copy of ctx; each must return a table (the ctx it hands
+-- on), whose `result` becomes the next stage's `task` (a table JSON-encoded, anything else
+-- through tostring). on_error "abort" (the default) lets a stage's error through; any other
+-- mode logs it, records it in pipe_history and goes on with the ctx as the stage left it.
+-- A stage that cannot load, or returns no table, is an error in every mode.
+function alc.pipe(strategies, ctx, opts)
+  if type(strategies) ~= "table" or #strategies == 0 then
+    error("alc.pipe: strategies must be a non-empty array", 2)
+  end
+  if type(ctx) ~= "table" then error("alc.pipe: ctx must be a table", 2) end
+  opts = opts or {}
+  local catch, on_stage, n = (opts.on_error or "abort") ~= "abort", opts.on_stage, #strategies
+  local cur, history = copy(ctx), {}
+  cur.pipe_history = history
+  for i, entry in ipairs(strategies) do
+    local name, run = pipe_stage(entry, i)
+    local ok, res = true, nil
+    if catch then ok, res = pcall(run, cur) else res = run(cur) end
+    if not ok then
+      alc.log("warn", "alc.pipe: stage '" .. name .. "' failed: " .. tostring(res))
+      history = history_of(cur, history)
+      history[#history + 1] = { strategy = name, error = tostring(res) }
+    else
+      if type(res) ~= "table" then
+        error("alc.pipe: strategy '" .. name .. "' must return a table (ctx)", 2)
+      end
+      cur = res
+      history = history_of(cur, history)
+      local result = cur.result
+      history[#history + 1] = { strategy = name, result = result }
+      if result ~= nil and i < n then
+        cur.task = type(result) == "table" and alc.json_encode(result) or tostring(result)
+      end
+      if on_stage then on_stage(i, name, cur) end
+    end
+  end
+  return cur
+end
+
+-- ============================================================================== alc.eval
+-- alc.eval(scenario, strategy, opts?) -> report: `strategy` (a package name) run over an
+-- evalframe suite. The arguments are checked here, as the original's prelude tests expect;
+-- the evaluation itself lives in eval.lua, which a session loads on its first alc.eval
+-- (alc._eval_impl, from the services): most sessions never evaluate anything.
+
+local function eval_args(scenario, strategy)
+  if not scenario then error("alc.eval: scenario is required", 3) end
+  local kind = type(scenario)
+  if kind ~= "string" and kind ~= "table" then
+    error("alc.eval: scenario must be a string or table, got " .. kind, 3)
+  end
+  if type(strategy) ~= "string" then
+    error("alc.eval: strategy must be a string package name, got " .. type(strategy), 3)
+  end
+end
+
+function alc.eval(scenario, strategy, opts)
+  eval_args(scenario, strategy)
+  local impl = rawget(alc, "_eval_impl")
+  if type(impl) ~= "function" then
+    error("alc.eval: evaluations run only inside an algocline_nb session", 2)
+  end
+  return impl(scenario, strategy, opts)
+end
+-- ========================================================================== end alc.eval
