@@ -12,12 +12,16 @@ from typing import Any
 from . import _display
 from ._bus import EndOfStream as EndOfStream
 from ._bus import Observer as Observer
+from ._cards import CardError as CardError
+from ._cards import CardStore as CardStore
+from ._cards import CardWarning as CardWarning
 from ._errors import AlgoclineError as AlgoclineError
 from ._errors import AlreadyCancelledError as AlreadyCancelledError
 from ._errors import InvalidPayloadError as InvalidPayloadError
 from ._errors import InvalidSpecError as InvalidSpecError
 from ._errors import LuaError as LuaError
 from ._errors import NotPausedError as NotPausedError
+from ._errors import PackageError as PackageError
 from ._errors import ResumeError as ResumeError
 from ._errors import RunnerError as RunnerError
 from ._errors import SessionNotFoundError as SessionNotFoundError
@@ -87,6 +91,9 @@ __all__ = [
     "CancelReason",
     "Cancelled",
     "CancelledOutcome",
+    "CardError",
+    "CardStore",
+    "CardWarning",
     "Continued",
     "Done",
     "DoneOutcome",
@@ -109,6 +116,7 @@ __all__ = [
     "Note",
     "NotPausedError",
     "Observer",
+    "PackageError",
     "Partial",
     "PauseInfo",
     "PauseKind",
@@ -142,6 +150,15 @@ __all__ = [
     "__version__",
     "default_registry",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``algocline_nb.packages`` without importing it first (it is imported on first use)."""
+    if name == "packages":  # importlib: "from . import" would ask this hook again
+        import importlib
+
+        return importlib.import_module(f"{__name__}.packages")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython: Any) -> None:

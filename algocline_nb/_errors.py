@@ -12,6 +12,7 @@
     │   ├── UnknownQueryError       .query_ids: ids that are not pending
     │   └── InvalidPayloadError     the answer's shape does not fit the pending queries
     ├── LuaError                    a Lua error surfacing directly (rendered as Lua)
+    ├── PackageError                installing, updating or removing a package failed
     └── RunnerError                 (also RuntimeError) the facade is unusable here
 
 A strategy's own Lua error is never raised from ``spawn``: the session ends ``failed``.
@@ -32,6 +33,7 @@ __all__ = [
     "InvalidSpecError",
     "LuaError",
     "NotPausedError",
+    "PackageError",
     "ResumeError",
     "RunnerError",
     "SessionNotFoundError",
@@ -134,6 +136,32 @@ class LuaError(AlgoclineError):
         if self.lua_traceback:
             lines.extend(self.lua_traceback.splitlines())
         return lines
+
+
+class PackageError(AlgoclineError):
+    """Installing, updating or removing a package failed; nothing was left half-installed.
+
+    The message says why and what to do (for git, it ends with the tail of git's error
+    output). ``source`` and ``name`` are the inputs when known; ``stderr`` is git's whole error
+    output when git failed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        source: str | None = None,
+        name: str | None = None,
+        stderr: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.source = source
+        self.name = name
+        self.stderr = stderr
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[PackageError], tuple[str, str | None, str | None, str | None]]:
+        return (type(self), (str(self.args[0]), self.source, self.name, self.stderr))
 
 
 class RunnerError(AlgoclineError, RuntimeError):

@@ -8,6 +8,7 @@ such as a notebook's top-level ``await``: it never blocks that loop.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import threading
@@ -17,6 +18,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._bus import Observer
+from ._cards import CardStore, warn_skipped
+from ._evals import resolve_scenario_files
 from ._registry import (
     DEFAULT_LOOP_SLICE,
     DEFAULT_MEMORY_LIMIT,
@@ -29,10 +32,12 @@ from ._runner import LoopRunner, RunnerError
 from ._types import (
     CancelCode,
     CancelReason,
+    Eval,
     ExecutionState,
     ProgressEvent,
     ResumeOutcome,
     SessionSnapshot,
+    SessionSpec,
     TerminalOutcome,
 )
 
@@ -52,6 +57,15 @@ _TIMEOUT_GRACE = 0.5
 
 def _caller_bound(timeout: float | None) -> float | None:
     return None if timeout is None else max(timeout, 0.0) + _TIMEOUT_GRACE
+
+
+def _read_files(spec: Spec) -> Spec:
+    """An Eval's scenario file read here, in the caller's thread (never on the loop)."""
+    if isinstance(spec, Eval) and spec.scenario.ref_kind == "file":
+        spec = SessionSpec(spec)
+    if isinstance(spec, SessionSpec):
+        return resolve_scenario_files(spec)
+    return spec
 
 
 async def _plain(fn: Callable[[], _T]) -> _T:
@@ -80,6 +94,7 @@ class SessionRegistry:
         self,
         *,
         app_dir: str | os.PathLike[str] | None = None,
+        card_dir: str | os.PathLike[str] | None = None,
         package_path: Iterable[str | os.PathLike[str]] | None = None,
         memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
         sandbox: bool = False,
@@ -90,6 +105,7 @@ class SessionRegistry:
     ) -> None:
         self._core = AsyncSessionRegistry(
             app_dir=app_dir,
+            card_dir=card_dir,
             package_path=package_path,
             memory_limit=memory_limit,
             sandbox=sandbox,
@@ -112,6 +128,11 @@ class SessionRegistry:
         return self._runner.loop
 
     @property
+    def cards(self) -> CardStore:
+        """The ``alc.card`` store (``card_dir``): usable from any thread, without the loop."""
+        return self._core.cards
+
+    @property
     def responder(self) -> Any:
         return self._core.responder
 
@@ -131,13 +152,13 @@ class SessionRegistry:
     ) -> str:
         """Start a session and return its id (before the strategy runs a step)."""
         call = functools.partial(
-            self._core.spawn_nowait, spec, ctx=ctx, name=name, responder=responder
+            self._core.spawn_nowait, _read_files(spec), ctx=ctx, name=name, responder=responder
         )
         return self._runner.call_sync(call, what="spawn")
 
     def spawn_many(self, specs: Iterable[Spec], *, responder: Any = None) -> list[str]:
         """Start one session per spec in one call; all or none (see the core's ``spawn_many``)."""
-        batch = list(specs)  # consumed here, not on the loop thread
+        batch = [_read_files(s) for s in specs]  # consumed here, not on the loop thread
         call = functools.partial(self._core.spawn_many, batch, responder=responder)
         return self._runner.call(call, what=f"spawn_many({len(batch)} specs)")
 
@@ -286,6 +307,25 @@ class SessionRegistry:
 
         return gc_stats_frame(self.gc_stats())
 
+    def evals_df(self) -> DataFrame:
+        """One row per case of every eval result under ``<app_dir>/evals``, oldest first.
+
+        Columns: eval_id, strategy, scenario, case (string), passed (boolean), score
+        (Float64), answer, expected, error (string), prompt_tokens, completion_tokens,
+        total_tokens (Int64), created_at (datetime64[ms, UTC]), session_id (string).
+        """
+        from ._evals_df import evals_frame
+
+        return evals_frame(self._core._evals.records())
+
+    def cards_df(self) -> DataFrame:
+        """One row per card, newest first; read in the caller's thread (see the core's)."""
+        from .dataframe import cards_frame
+
+        frame = cards_frame(*self._core.cards.scan())
+        warn_skipped(frame.attrs["skipped"])
+        return frame
+
     # ------------------------------------------------------------------ awaitable twins
 
     async def aspawn(
@@ -401,6 +441,14 @@ class SessionRegistry:
         return gc_stats_frame(
             await self._runner.acall(_plain, self._core.gc_stats, what="gc_stats")
         )
+
+    async def acards_df(self) -> DataFrame:
+        """``cards_df`` for code running in another event loop (files read in a thread)."""
+        from .dataframe import cards_frame
+
+        frame = await asyncio.to_thread(lambda: cards_frame(*self._core.cards.scan()))
+        warn_skipped(frame.attrs["skipped"])
+        return frame
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -6,6 +6,7 @@ them and documents every column); pandas is imported only when a frame is asked 
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from ._registry_base import RegistryBase
@@ -83,3 +84,31 @@ class Frames(RegistryBase):
         from .dataframe import gc_stats_frame
 
         return gc_stats_frame(self.gc_stats())
+
+    async def evals_df(self) -> DataFrame:
+        """One row per case of every eval result kept under ``<app_dir>/evals``, oldest first.
+
+        Columns: eval_id, strategy, scenario, case (string), passed (boolean), score
+        (Float64), answer, expected, error (string), prompt_tokens, completion_tokens,
+        total_tokens (Int64), created_at (datetime64[ms, UTC]), session_id (string). Results
+        the original algocline wrote there are included. The files are read off the loop.
+        """
+        from ._evals_df import evals_frame
+
+        return await asyncio.to_thread(lambda: evals_frame(self._evals.records()))
+
+    async def cards_df(self) -> DataFrame:
+        """One row per card under ``card_dir``, newest first (needs pandas).
+
+        Columns: card_id, pkg, path (string), created_at (datetime64[ms, UTC]), then every
+        other field of the cards flattened to a dotted name (``model.id``, ``stats.pass_rate``
+        ...), sorted by name and typed from its values (``algocline_nb.dataframe``). The
+        files are read off the loop; an unreadable one is skipped with a ``CardWarning`` (and
+        listed in ``frame.attrs["skipped"]``).
+        """
+        from ._cards import warn_skipped
+        from .dataframe import cards_frame
+
+        frame = await asyncio.to_thread(lambda: cards_frame(*self._cards.scan()))
+        warn_skipped(frame.attrs["skipped"])
+        return frame

@@ -278,9 +278,15 @@ def app_dir_of(app_dir: str | os.PathLike[str] | None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".algocline"
 
 
-def package_roots_of(package_path: Iterable[str | os.PathLike[str]] | None) -> list[Path]:
+def package_roots_of(
+    package_path: Iterable[str | os.PathLike[str]] | None,
+    app_dir: str | os.PathLike[str] | None = None,
+) -> list[Path]:
+    """Where ``require`` looks, in order: ``package_path``, ``$ALC_PACKAGES_PATH``, then
+    ``<app_dir>/packages`` (``app_dir`` resolved as ``app_dir_of``), where
+    ``algocline_nb.packages.install`` puts packages."""
     roots = [Path(p).expanduser() for p in package_path or ()]
     env = os.environ.get("ALC_PACKAGES_PATH", "")
     roots += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-    roots.append(Path.home() / ".algocline" / "packages")
+    roots.append(app_dir_of(app_dir) / "packages")
     return roots

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from ._bus import Observer
+from ._cards import CardStore
 from ._collector import Collector
 from ._driver import CANCEL_GRACE, TURN_SLICE, Driver, _timed
 from ._errors import (
@@ -30,6 +31,7 @@ from ._errors import (
     SpawnError,
     UnknownQueryError,
 )
+from ._evals import EvalStore, eval_as_run
 from ._frames import Frames
 from ._gc import GcStats
 from ._inputs import (
@@ -104,6 +106,9 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
     app_dir
         Where ``alc.state`` files live (``<app_dir>/state``); default ``$ALC_HOME``, else
         ``~/.algocline``.
+    card_dir
+        Where ``alc.card`` keeps its cards (``<card_dir>/<pkg>/<card_id>.toml``, the original's
+        layout); default ``<app_dir>/cards``. ``cards`` is the store, ``cards_df()`` a frame.
     package_path
         Package roots searched first by ``require`` (then ``$ALC_PACKAGES_PATH``, then
         ``~/.algocline/packages``).
@@ -140,6 +145,7 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
         self,
         *,
         app_dir: str | os.PathLike[str] | None = None,
+        card_dir: str | os.PathLike[str] | None = None,
         package_path: Iterable[str | os.PathLike[str]] | None = None,
         memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
         sandbox: bool = False,
@@ -151,7 +157,8 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
         if memory_limit is not None and memory_limit <= 0:
             raise ValueError("memory_limit must be a positive number of bytes (or None)")
         self.app_dir = app_dir_of(app_dir)
-        self.package_roots = package_roots_of(package_path)
+        self.card_dir = self.app_dir / "cards" if card_dir is None else Path(card_dir).expanduser()
+        self.package_roots = package_roots_of(package_path, self.app_dir)
         self.memory_limit = memory_limit
         self.sandbox = bool(sandbox)
         self.responder = responder
@@ -170,12 +177,16 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
             memory_limit=memory_limit,
             sandbox=self.sandbox,
             state_dir=str(self.app_dir / "state"),
-            cards_dir=str(self.app_dir / "cards"),
+            cards_dir=str(self.card_dir),
             scenarios_dir=str(self.app_dir / "scenarios"),
             native_hook=native is not False and _preempt.NATIVE_HOOK,
         )
-        self._roots = tuple(_resolved(root) for root in self.package_roots)
+        # what a sandboxed session may read: its package roots and the scenarios (alc.eval)
+        readable = (*self.package_roots, self.app_dir / "scenarios")
+        self._roots = tuple(_resolved(root) for root in readable)
+        self._evals = EvalStore(self.app_dir / "evals")  # Eval sessions' results
         self._store = StateStore(self.app_dir / "state")  # alc.state, shared by all sessions
+        self._cards = CardStore(self.card_dir)  # alc.card, shared by all sessions
         self._sessions: dict[str, Session] = {}
         self._terminal: dict[str, None] = {}  # terminal ids in order of termination
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -284,7 +295,7 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
             full = dataclasses.replace(full, ctx=ctx)
         kind = full.kind
         if isinstance(kind, Eval):
-            raise InvalidSpecError("Eval specs are not supported yet; use Run (Lua code) or Advice")
+            full = eval_as_run(kind, full)
         if isinstance(kind, Advice):
             full = advice_as_run(kind, full)
         run = full.kind
@@ -320,6 +331,8 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
             store=self._store,
             memory_limit=self.memory_limit,
             roots=self._roots,
+            evals=self._evals,
+            cards=self._cards,
         )
         self._sessions[session.session_id] = session
         self._starting.append(session)
@@ -457,6 +470,11 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
         if self._executor is not None:
             self._executor.close()
         self._store.close()  # a step still stuck in C may use it again: it reopens what it needs
+
+    @property
+    def cards(self) -> CardStore:
+        """The ``alc.card`` store (thread-safe: usable from any thread)."""
+        return self._cards
 
     @property
     def closed(self) -> bool:

@@ -12,7 +12,9 @@ import collections
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._cards import CardStore
 from ._errors import SessionNotFoundError
+from ._evals import EvalStore
 from ._lua._executor import LuaExecutor
 from ._lua._runtime import LuaConfig
 from ._lua._store import StateStore
@@ -30,6 +32,7 @@ class RegistryBase:
     """The registry's shared state (set by ``AsyncSessionRegistry.__init__``)."""
 
     app_dir: Path
+    card_dir: Path
     package_roots: list[Path]
     memory_limit: int | None
     sandbox: bool
@@ -40,6 +43,8 @@ class RegistryBase:
     abandoned_steps: int
     _config: LuaConfig
     _store: StateStore
+    _cards: CardStore
+    _evals: EvalStore
     _sessions: dict[str, Session]
     _terminal: dict[str, None]
     _loop: asyncio.AbstractEventLoop | None

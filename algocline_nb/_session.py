@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ from typing import Any, Final
 
 from ._budget import Budget as Budget
 from ._bus import Bus
+from ._cards import CardStore
+from ._cards_bridge import card_host_op
+from ._evals import EvalStore, eval_host_op
 from ._lua._runtime import LuaSession, lua_chunk
 from ._lua._store import StateStore
 from ._types import (
@@ -161,9 +165,12 @@ class Session:
         "bus",
         "calls",
         "cancel_reason",
+        "cards",
         "code",
         "created_at",
         "ctx_json",
+        "eval_marks",
+        "evals",
         "finished_at",
         "host_bytes",
         "lua",
@@ -201,6 +208,8 @@ class Session:
         store: StateStore | None = None,
         memory_limit: int | None = None,
         roots: tuple[Path, ...] = (),
+        evals: EvalStore | None = None,
+        cards: CardStore | None = None,
     ) -> None:
         self.session_id = session_id
         self.spec_kind = spec_kind
@@ -230,6 +239,9 @@ class Session:
         self.responder = responder
         self.stats: dict[str, str] | None = None
         self.store = store  # the registry's alc.state files (shared by its sessions)
+        self.evals = evals  # where an Eval session keeps its result
+        self.cards = cards  # the registry's alc.card store
+        self.eval_marks: list[int] | None = None  # calls made before each eval case began
 
     # ------------------------------------------------------------ stopping
 
@@ -405,6 +417,11 @@ class Session:
             if self.store is None:
                 return False, "alc.state is not available in this session"
             return self.store.host_op(op[6:], args)
+        if op.startswith("card_"):  # alc.card; a listing's skipped files become warn notes
+            warn = functools.partial(self.host_call, "log", "warn")
+            return card_host_op(self.cards, op[5:], args, warn)
+        if op.startswith("eval_"):
+            return eval_host_op(self, op, args)
         if op == "stat":
             key, value = str(args[0]), str(args[1])
             if self.hold(len(key) + len(value)):

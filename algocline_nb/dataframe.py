@@ -1,10 +1,10 @@
 """The pandas export: tidy frames with a fixed schema built from snapshots taken on the loop.
 
-``sessions_df()``, ``events_df(session_id=None)``, ``calls_df(session_id=None)`` and
-``gc_stats_df()`` exist on both registries (``AsyncSessionRegistry`` as coroutines,
-``SessionRegistry`` blocking, with ``a``-prefixed awaitable twins). Each one takes frozen
-snapshots on the registry's loop thread in a single call and builds a new ``DataFrame`` from
-fresh lists, so mutating a frame never touches the registry and two calls never share data.
+``sessions_df()``, ``events_df(session_id=None)``, ``calls_df(session_id=None)``,
+``gc_stats_df()`` and ``cards_df()`` exist on both registries (``AsyncSessionRegistry`` as
+coroutines, ``SessionRegistry`` blocking, with ``a``-prefixed awaitable twins). Each one takes
+frozen snapshots on the registry's loop thread in a single call and builds a new ``DataFrame``
+from fresh lists, so mutating a frame never touches the registry and two calls never share data.
 
 pandas is an optional dependency (``pip install 'algocline_nb[pandas]'``), imported on the first
 frame built; this module itself imports without it.
@@ -119,6 +119,20 @@ kept_observed      Int64                 expired terminal sessions kept because 
 kept_live          Int64                 sessions kept because running or paused
 kept_young         Int64                 terminal sessions kept because younger than the ttl
 =================  ====================  ===========================================================
+
+``cards_df()`` — one row per ``alc.card`` card of the registry's ``card_dir``, newest first
+(read from the files, not from snapshots; a file that does not parse is skipped with a
+``CardWarning`` and listed in ``frame.attrs["skipped"]`` as ``(path, reason)``). The four
+columns below come first; then every other field of the cards, flattened to a dotted name
+(``model.id``, ``stats.pass_rate``, ``metadata.prior_card_id``...) in name order, typed from
+the values found (``boolean``, ``Int64``, ``Float64``, else ``string``; arrays as JSON text):
+
+=================  ====================  ===========================================================
+card_id            string                the card's id
+pkg                string                its package directory (``<card_dir>/<pkg>/``)
+path               string                its TOML file
+created_at         datetime64[ms, UTC]   its ``created_at`` (NA when missing or not a time)
+=================  ====================  ===========================================================
 """
 
 from __future__ import annotations
@@ -128,6 +142,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
+from ._cards_df import card_table
 from ._types import (
     CancelCode,
     Cancelled,
@@ -148,11 +163,13 @@ from ._types import (
 )
 
 if TYPE_CHECKING:
+    from ._cards_query import CardRecord
     from ._gc import GcStats
     from ._session import CallSnapshot
 
 __all__ = [
     "CALLS_SCHEMA",
+    "CARDS_SCHEMA",
     "EVENTS_SCHEMA",
     "EVENT_KINDS",
     "GC_STATS_SCHEMA",
@@ -160,6 +177,7 @@ __all__ = [
     "Column",
     "DataFrame",
     "calls_frame",
+    "cards_frame",
     "dtypes",
     "events_frame",
     "gc_stats_frame",
@@ -281,6 +299,14 @@ GC_STATS_SCHEMA: Final[tuple[Column, ...]] = (
     Column("kept_young", "Int64", "terminal sessions kept because younger than the ttl"),
 )
 """The columns of ``gc_stats_df()``, in order."""
+
+CARDS_SCHEMA: Final[tuple[Column, ...]] = (
+    Column("card_id", "string", "the card's id"),
+    Column("pkg", "string", "its package directory"),
+    Column("path", "string", "its TOML file"),
+    Column("created_at", TIMESTAMP, "its created_at (NA when missing or not a time)"),
+)
+"""The first columns of ``cards_df()``; the cards' own flattened fields follow."""
 
 
 # --------------------------------------------------------------------------- pandas
@@ -472,3 +498,14 @@ def gc_stats_frame(stats: Iterable[GcStats]) -> DataFrame:
             for g in stats
         ),
     )
+
+
+def cards_frame(
+    records: Iterable[CardRecord], skipped: Iterable[tuple[str, str]] = ()
+) -> DataFrame:
+    """The ``cards_df()`` frame of ``CardStore.scan()``'s records (and the files it skipped)."""
+    extra, rows = card_table(records)
+    schema = (*CARDS_SCHEMA, *(Column(name, kind, "a field of the cards") for name, kind in extra))
+    frame = _frame(schema, rows)
+    frame.attrs["skipped"] = list(skipped)
+    return frame

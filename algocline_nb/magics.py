@@ -28,9 +28,11 @@ from typing import Any, NoReturn
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 
+from . import _magics_pkg
 from ._display import EventList, GcTable, SessionTable, label
 from ._errors import AlgoclineError, SessionNotFoundError
 from ._facade import SessionRegistry, default_registry
+from ._magics_eval import add_eval_parser, eval_spec
 from ._types import Advice
 
 __all__ = [
@@ -187,6 +189,11 @@ def _build_parser() -> _Parser:
     gc.add_argument("action", nargs="?", choices=["stats"], help="show GC statistics")
     gc.add_argument("--ttl", type=_seconds, metavar="S", help="evict ended sessions idle S s")
     gc.add_argument("--interval", type=_seconds, metavar="S", help="sweep every S seconds")
+
+    _magics_pkg.add_commands(
+        add("pkg", "install, list, update or remove packages (alc pkg_install)")
+    )
+    add_eval_parser(add, spawn_options)
 
     add("help", "show this help")
     return top
@@ -359,6 +366,12 @@ def _cmd_advice(m: SessionMagics, args: argparse.Namespace, cell: str | None) ->
     return m.spawned(sid, args.name, args.wait, args.timeout)
 
 
+def _cmd_eval(m: SessionMagics, args: argparse.Namespace, cell: str | None) -> Any:
+    spec = eval_spec(args, cell, _json(args.opts, "--opts", obj=True))
+    sid = m.registry.spawn(spec, **_spawn_kwargs(m, args))
+    return m.spawned(sid, args.name, args.wait, args.timeout)
+
+
 def _cmd_list(m: SessionMagics, args: argparse.Namespace, cell: str | None) -> Any:
     module = _widgets() if args.live and _use_widgets(m.shell) else None
     if module is not None:
@@ -457,6 +470,8 @@ _COMMANDS: dict[str, Callable[[SessionMagics, argparse.Namespace, str | None], A
     "cancel": _cmd_cancel,
     "wait": _cmd_wait,
     "gc": _cmd_gc,
+    "pkg": _magics_pkg.command,
+    "eval": _cmd_eval,
     "help": _cmd_help,
 }
 

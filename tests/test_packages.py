@@ -233,7 +233,7 @@ async def test_learning_loop_persists_across_sessions(tmp_path: Path, mode: str)
 
 async def test_json_extraction_with_one_retry(registry: AsyncSessionRegistry) -> None:
     rules: list[tuple[str, Any]] = [
-        ("could not be parsed as JSON", '```json\n{"name": "Ada", "born": 1815}\n```'),
+        ("was not valid JSON", '```json\n{"name": "Ada", "born": 1815}\n```'),
         ("Extract {name, born}", "Her name is Ada; she was born in 1815."),
         ("Give {field} of Ada", 'Sure: {"field": "mathematics", "x": {"y": "}"}} hope it helps'),
     ]
@@ -242,8 +242,7 @@ async def test_json_extraction_with_one_retry(registry: AsyncSessionRegistry) ->
     result = {"name": "Ada", "born": 1815, "field": "mathematics"}
     assert_same(advice, run, pauses=3, queries=3, value={"task": task, "result": result})
     retry = llm.seen[1]
-    assert retry.system is not None
-    assert "valid JSON" in retry.system
+    assert retry.system == "Output ONLY valid JSON. No markdown fences, no explanation."
     assert llm.seen[0].system is None
     assert "Her name is Ada; she was born in 1815." in retry.prompt
     assert "Extract {name, born} as JSON from: " + task in retry.prompt
@@ -355,7 +354,7 @@ async def test_missing_package_names_where_it_looked(
         d = await run_with(reg, Advice("no_such_pkg.sub", "t"))
     message = d.message
     assert message.startswith("strategy:1: module 'no_such_pkg.sub' not found:\n")
-    home = Path.home() / ".algocline" / "packages"
+    home = tmp_path / "app" / "packages"  # the registry's own app dir, last
     for root in (PACKAGES, env_root, home):
         assert f"\n\tno file '{root}/no_such_pkg/sub.lua'" in message
         assert f"\n\tno file '{root}/no_such_pkg/sub/init.lua'" in message

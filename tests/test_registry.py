@@ -141,12 +141,16 @@ async def test_spawn_returns_before_any_step(reg: AsyncSessionRegistry) -> None:
     await wait_paused(reg, sid)  # and then it does run
 
 
-async def test_spawn_eval_is_rejected_and_nothing_registered(reg: AsyncSessionRegistry) -> None:
+async def test_spawn_eval_in_every_form_without_evalframe_fails_saying_so(
+    reg: AsyncSessionRegistry,
+) -> None:
     kind = Eval(ScenarioRef("inline", "return {}"), "cot")
     for spec in (kind, SessionSpec(kind), kind.to_dict(), SessionSpec(kind).to_dict()):
-        with pytest.raises(InvalidSpecError):
-            await reg.spawn(spec)
-    assert await reg.sessions() == []
+        sid = await reg.spawn(spec)
+        outcome = await reg.await_terminal(sid, timeout=10)
+        assert isinstance(outcome, FailedOutcome), outcome
+        assert "the evalframe package cannot be loaded" in outcome.message
+        assert (await reg.snapshot(sid)).spec_kind == "eval"
 
 
 async def test_spawn_advice_with_a_missing_package_raises_or_fails(

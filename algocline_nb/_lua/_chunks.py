@@ -31,6 +31,9 @@ _CHUNK_NAMES: Final = {
     "json": "=algocline_nb/json.lua",
     "services": "=algocline_nb/services.lua",
     "prelude": "=alc.prelude",
+    "mathspecial": "=algocline_nb/mathspecial.lua",
+    "mathstats": "=algocline_nb/mathstats.lua",
+    "mathlib": "=algocline_nb/mathlib.lua",
 }
 
 

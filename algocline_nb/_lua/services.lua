@@ -61,6 +61,76 @@ alc.stats = {
 
 alc._dirs = { state = state_dir, cards = cards_dir, scenarios = scenarios_dir }
 
+-- alc.math (the original's mlua-mathlib module, in mathspecial/mathstats/mathlib.lua) loads on
+-- its first use: until then an empty table whose metatable fetches the chunks and fills it.
+local next_ = next
+local function math_load(t)
+  setmetatable(t, nil)
+  local lib = raw_load(host("chunk", "mathspecial"), "=algocline_nb/mathspecial.lua", "b")(t)
+  raw_load(host("chunk", "mathstats"), "=algocline_nb/mathstats.lua", "b")(t, lib)
+  raw_load(host("chunk", "mathlib"), "=algocline_nb/mathlib.lua", "b")(t, lib)
+end
+alc.math = setmetatable({}, {
+  __index = function(t, key) math_load(t); return rawget(t, key) end,
+  __pairs = function(t) math_load(t); return next_, t, nil end,
+})
+
+-- ------------------------------------------------------------------ Eval support
+
+-- evalframe reads files and the clock through a `std` global, which the original's host
+-- injects for an Eval: alc._std() builds one from alc.* (json), the clock and file reads that a
+-- sandboxed session may make only under the package roots and the scenarios folder.
+local function readable(path)
+  if type(path) ~= "string" then return nil, "a file path (string) is needed" end
+  if not sandbox then return path end
+  local resolved = host("confine", path)
+  if not resolved then
+    return nil, "cannot read " .. path .. ": outside the package roots and the scenarios"
+      .. " folder of a sandboxed session"
+  end
+  return resolved
+end
+local function fs_read(path)
+  local p, why = readable(path)
+  if not p then error("std.fs.read: " .. why, 2) end
+  local f, err = io_open(p, "r")
+  if not f then error("std.fs.read: " .. tostring(err or p), 2) end
+  local body = f:read("a")
+  f:close()
+  return body
+end
+local function fs_is_file(path)
+  local p = readable(path)
+  local f = p and io_open(p, "r")
+  if not f then return false end
+  f:close()
+  return true
+end
+function alc._std()
+  return {
+    json = { decode = alc.json_decode, encode = alc.json_encode },
+    fs = { read = fs_read, is_file = fs_is_file },
+    time = { now = alc.time },
+  }
+end
+-- alc.eval marks where each case begins (the host then counts each case's tokens), and an
+-- Eval session keeps its report under <app_dir>/evals (its id goes into the report).
+function alc._eval_mark(n) host("eval_mark", n) end
+local eval_impl
+function alc._eval_impl(scenario, strategy, opts)
+  if not eval_impl then
+    eval_impl = raw_load(host("chunk", "eval"), "=algocline_nb/eval.lua", "b")()
+  end
+  return eval_impl(scenario, strategy, opts)
+end
+function alc._eval_save(report, strategy, label)
+  local ok, text = raw_pcall(need_json().encode, report)
+  if not ok then error("alc.eval: the report is not JSON-able: " .. tostring(text), 2) end
+  local saved, id = host("eval_save", tostring(strategy), tostring(label), text)
+  if saved then report.eval_id = id else host("log", "warn", tostring(id)) end
+  return report
+end
+
 -- ------------------------------------------------------------------ alc.state (persistent)
 
 -- The registry's JSON file store (`<app_dir>/state/<ns>.json`) answers host("state_<op>", ns,
@@ -135,6 +205,92 @@ setmetatable(state, {
   end,
 })
 alc.state = state
+
+-- ------------------------------------------------------------------ alc.card (run records)
+
+-- The registry's card store (algocline's FileCardStore: `<card_dir>/<pkg>/<card_id>.toml`,
+-- samples beside them, `<card_dir>/_aliases.toml`) answers host("card_<op>", ...) with
+-- true, result | false, message (see algocline_nb/_cards_bridge.py). Tables go as JSON text
+-- and results come back as JSON text, so they keep algocline's conversion rules.
+local function card_call(op, ...)
+  local ok, res = host("card_" .. op, ...)
+  if not ok then error(res, 3) end
+  if res == nil then return nil end
+  return need_json().decode(res)
+end
+
+-- A string argument (a number is taken as its text, as the original's bridge does).
+local function card_text(v, fn, what)
+  local t = type(v)
+  if t == "number" then return tostring(v) end
+  if t ~= "string" then error("alc.card." .. fn .. ": " .. what .. " must be a string, got " .. t, 3) end
+  if not utf8_len(v) then error("alc.card." .. fn .. ": " .. what .. " must be valid UTF-8 text", 3) end
+  return v
+end
+
+-- A table argument as JSON text (nil stays nil when the argument is optional).
+local function card_json(v, fn, what, optional)
+  if v == nil and optional then return nil end
+  if type(v) ~= "table" then
+    error("alc.card." .. fn .. ": " .. what .. " must be a table, got " .. type(v), 3)
+  end
+  local ok, res = raw_pcall(need_json().encode, v)
+  if not ok then error("alc.card." .. fn .. ": " .. what .. " is not JSON-able: " .. tostring(res), 3) end
+  if not utf8_len(res) then error("alc.card." .. fn .. ": " .. what .. " holds text that is not UTF-8", 3) end
+  return res
+end
+
+-- (no tail calls to card_call: its error level 3 must be the strategy's line)
+local card = {}
+function card.create(t)
+  local r = card_call("create", card_json(t, "create", "the card"))
+  return r
+end
+function card.get(card_id)
+  local r = card_call("get", card_text(card_id, "get", "card_id"))
+  return r
+end
+function card.list(filter)
+  local r = card_call("list", card_json(filter, "list", "filter", true))
+  return r
+end
+function card.append(card_id, fields)
+  local r = card_call("append", card_text(card_id, "append", "card_id"),
+    card_json(fields, "append", "fields"))
+  return r
+end
+function card.alias_set(name, card_id, opts)
+  local r = card_call("alias_set", card_text(name, "alias_set", "name"),
+    card_text(card_id, "alias_set", "card_id"), card_json(opts, "alias_set", "opts", true))
+  return r
+end
+function card.alias_list(filter)
+  local r = card_call("alias_list", card_json(filter, "alias_list", "filter", true))
+  return r
+end
+function card.get_by_alias(name)
+  local r = card_call("get_by_alias", card_text(name, "get_by_alias", "name"))
+  return r
+end
+function card.find(query)
+  local r = card_call("find", card_json(query, "find", "query", true))
+  return r
+end
+function card.write_samples(card_id, samples)
+  local r = card_call("write_samples", card_text(card_id, "write_samples", "card_id"),
+    card_json(samples, "write_samples", "samples"))
+  return r
+end
+function card.read_samples(card_id, opts)
+  local r = card_call("read_samples", card_text(card_id, "read_samples", "card_id"),
+    card_json(opts, "read_samples", "opts", true))
+  return r
+end
+function card.lineage(query)
+  local r = card_call("lineage", card_json(query, "lineage", "query"))
+  return r
+end
+alc.card = card
 
 -- ------------------------------------------------------------------ packages (require)
 
