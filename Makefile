@@ -10,6 +10,17 @@ NBVAL := --nbval --nbval-sanitize-with notebooks/nbval-sanitize.cfg
 
 .PHONY: run venv test lint typecheck pytest notebooks demo clean bench
 
+# The real algocline ecosystem (third-party, unmodified) for the conformance tests and the
+# evaluation notebook, when the workplace's shared fixtures sit beside the project (as .ci/run
+# does; a value already in the environment wins). Without the collection, 05-evaluate.ipynb
+# (which installs it) is left out of nbval and the conformance tests skip, saying why.
+FIXTURES := $(abspath ../shared/fixtures)
+fixture = $(if $(wildcard $(FIXTURES)/$(1)),$(FIXTURES)/$(1))
+export ALC_BUNDLED_PACKAGES ?= $(call fixture,algocline-bundled-packages)
+export ALC_EVALFRAME ?= $(call fixture,evalframe)
+export ALC_ENGINE_TESTS ?= $(call fixture,algocline-engine-tests)
+NB_NEEDS_FIXTURES := $(if $(ALC_BUNDLED_PACKAGES),,--ignore=notebooks/05-evaluate.ipynb)
+
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -45,7 +56,7 @@ typecheck: venv
 PURE_TESTS := tests/test_native.py tests/test_preempt.py tests/test_registry.py \
 	tests/test_packages.py $(wildcard tests/test_adversarial_*.py)
 pytest: venv
-	COLUMNS=80 $(BIN)/pytest -q tests notebooks $(NBVAL)
+	COLUMNS=80 $(BIN)/pytest -q tests notebooks $(NBVAL) $(NB_NEEDS_FIXTURES)
 	ALGOCLINE_NB_NATIVE=0 $(BIN)/pytest -q $(PURE_TESTS)
 
 test: lint typecheck pytest
