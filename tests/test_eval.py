@@ -311,3 +311,66 @@ return {{ ok = ok, err = tostring(err), is_file = std.fs.is_file({json.dumps(str
     assert "outside the package roots" in out.value["err"]
     assert out.value["is_file"] is False
     assert out.value["scenario"] is True
+
+
+@needs_evalframe
+@needs_bundled
+def test_auto_card_writes_the_card_and_its_samples_in_the_original_layout(
+    tmp_path: Path, packages: Path
+) -> None:
+    scenario = ScenarioRef("file", str(Path(BUNDLED, "scenarios", "math_basic.lua")))
+    with registry(tmp_path, packages, responder=math_model) as reg:
+        done = reg.await_terminal(reg.spawn(Eval(scenario, "echo_llm", auto_card=True)), 60)
+        assert isinstance(done, DoneOutcome), done
+        card_id = done.value["card_id"]
+        cards = reg.cards_df()
+    folder = tmp_path / "app" / "cards" / "echo_llm"
+    assert card_id.startswith("echo_llm_")
+    toml = (folder / f"{card_id}.toml").read_text(encoding="utf-8")
+    assert 'schema_version = "card/v0"' in toml
+    samples = (folder / f"{card_id}.samples.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(samples) == 7
+    assert sum(json.loads(line)["passed"] for line in samples) == 5
+    [row] = cards.to_dict("records")
+    assert row["card_id"] == card_id
+    assert (row["stats.n"], row["stats.passed"]) == (7, 5)
+    assert row["scenario.name"] == "math_basic"
+
+
+@needs_evalframe
+@needs_bundled
+@pytest.mark.parametrize(("scenario", "cases"), [("factual_basic", 5), ("reasoning_basic", 5)])
+def test_the_other_bundled_scenarios_with_the_one_call_package(
+    tmp_path: Path, packages: Path, scenario: str, cases: int
+) -> None:
+    ref = ScenarioRef("file", str(Path(BUNDLED, "scenarios", f"{scenario}.lua")))
+    with registry(tmp_path, packages, responder=lambda p: "I do not know") as reg:
+        sid = reg.spawn(Eval(ref, "echo_llm"))
+        done = reg.await_terminal(sid, timeout=60)
+        assert isinstance(done, DoneOutcome), done
+        assert reg.snapshot(sid).llm_calls == cases  # one call per case, no judge
+    agg = done.value["aggregated"]
+    assert (agg["total"], agg["passed"]) == (cases, 0)  # a model that knows nothing fails all
+
+
+@needs_evalframe
+@needs_bundled
+def test_a_failing_strategy_and_an_unwritable_evals_folder(tmp_path: Path, packages: Path) -> None:
+    (packages / "broken").mkdir()
+    (packages / "broken" / "init.lua").write_text(
+        "return { run = function(ctx) error('broken on ' .. ctx.task) end }", encoding="utf-8"
+    )
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "evals").write_text("a file where the folder should be")
+    inline = 'return { cases = { { input = "x", expected = "y" } }, graders = { "exact_match" } }'
+    with registry(tmp_path, packages) as reg:
+        sid = reg.spawn(Eval(ScenarioRef("inline", inline), "broken"))
+        done = reg.await_terminal(sid, timeout=30)
+        notes = [e for e in reg.history(sid) if e.kind == "note" and e.title == "warn"]
+    assert isinstance(done, DoneOutcome), done  # the strategy's error is the case's, not the eval's
+    [result] = done.value["results"]
+    assert "broken on x" in result["response"]["error"]
+    assert done.value["aggregated"]["passed"] == 0
+    assert "eval_id" not in done.value  # not kept, and the session says so
+    assert any("could not be kept" in n.content for n in notes)
