@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._bus import Observer
 from ._cards import CardStore, warn_skipped
 from ._evals import resolve_scenario_files
+from ._kernel_wait import comm_pump, wait_call
+from ._progress import follow, wait_hook
 from ._registry import (
     DEFAULT_LOOP_SLICE,
     DEFAULT_MEMORY_LIMIT,
@@ -50,14 +52,6 @@ _T = TypeVar("_T")
 
 Reason = CancelReason | CancelCode | str | None
 
-#: Extra seconds a blocked caller waits past ``timeout=`` for the loop's own TimeoutError; the
-#: caller's bound only matters when the loop itself is stuck (e.g. a blocking inline responder).
-_TIMEOUT_GRACE = 0.5
-
-
-def _caller_bound(timeout: float | None) -> float | None:
-    return None if timeout is None else max(timeout, 0.0) + _TIMEOUT_GRACE
-
 
 def _read_files(spec: Spec) -> Spec:
     """An Eval's scenario file read here, in the caller's thread (never on the loop)."""
@@ -76,9 +70,11 @@ async def _plain(fn: Callable[[], _T]) -> _T:
 class SessionRegistry:
     """Sessions of Lua strategies behind blocking calls; the loop runs on a background thread.
 
-    Parameters are those of ``AsyncSessionRegistry``. Use it as a context manager, or call
-    ``close()``; at interpreter exit it is closed for you (live sessions are cancelled with
-    reason ``system_shutdown``).
+    Parameters are those of ``AsyncSessionRegistry``, and ``progress`` (also an attribute): the
+    default of ``spawn_many`` / ``await_all``'s ``progress=`` (notebook progress bars). Use it
+    as a context manager, or call ``close()``; at interpreter exit it is closed for you (live
+    sessions are cancelled with reason ``system_shutdown``). In a notebook cell, the blocking
+    waits handle the widgets' messages (Answer, Cancel) while they wait.
 
     Examples
     --------
@@ -102,7 +98,9 @@ class SessionRegistry:
         responder_concurrency: int = 16,
         loop_slice: float = DEFAULT_LOOP_SLICE,
         native: bool | None = None,
+        progress: bool | None = None,
     ) -> None:
+        self.progress = progress
         self._core = AsyncSessionRegistry(
             app_dir=app_dir,
             card_dir=card_dir,
@@ -156,11 +154,19 @@ class SessionRegistry:
         )
         return self._runner.call_sync(call, what="spawn")
 
-    def spawn_many(self, specs: Iterable[Spec], *, responder: Any = None) -> list[str]:
-        """Start one session per spec in one call; all or none (see the core's ``spawn_many``)."""
+    def spawn_many(
+        self, specs: Iterable[Spec], *, responder: Any = None, progress: bool | None = None
+    ) -> list[str]:
+        """Start one session per spec in one call; all or none (see the core's ``spawn_many``).
+
+        In a notebook, a batch of 20 or more shows a bar that follows it until every session
+        ended (``progress=False``: none; ``True``: whatever the size; None: the registry's).
+        """
         batch = [_read_files(s) for s in specs]  # consumed here, not on the loop thread
         call = functools.partial(self._core.spawn_many, batch, responder=responder)
-        return self._runner.call(call, what=f"spawn_many({len(batch)} specs)")
+        ids = self._runner.call(call, what=f"spawn_many({len(batch)} specs)")
+        follow(self._runner, self._core, ids, self.progress if progress is None else progress)
+        return ids
 
     def state(self, session_id: str) -> ExecutionState:
         """The session's current state."""
@@ -187,35 +193,34 @@ class SessionRegistry:
 
     def await_terminal(self, session_id: str, timeout: float | None = None) -> TerminalOutcome:
         """Block until the session ends (``TimeoutError`` after ``timeout`` s; Ctrl-C works)."""
-        return self._runner.call(
-            self._core.await_terminal,
-            session_id,
-            timeout,
-            timeout=_caller_bound(timeout),
-            what=f"await_terminal({session_id!r})",
+        what = f"await_terminal({session_id!r})"
+        return wait_call(
+            self._runner, self._core.await_terminal, session_id, timeout, what, comm_pump()
         )
 
     def await_all(
-        self, session_ids: Iterable[str], timeout: float | None = None
+        self,
+        session_ids: Iterable[str],
+        timeout: float | None = None,
+        *,
+        progress: bool | None = None,
     ) -> list[TerminalOutcome]:
-        """Block until every listed session ends; their outcomes in order (one call)."""
+        """Block until every listed session ends; their outcomes in order (one call).
+
+        In a notebook a bar shows the progress: at once for 20 sessions or more, after 1 s for
+        fewer (``progress=False``: none; ``True``: at once; None: the registry's default).
+        """
         ids = list(session_ids)
-        return self._runner.call(
-            self._core.await_all,
-            ids,
-            timeout,
-            timeout=_caller_bound(timeout),
-            what=f"await_all({len(ids)} sessions)",
-        )
+        choice = self.progress if progress is None else progress
+        idle = wait_hook(self._runner, self._core, ids, choice, comm_pump())
+        what = f"await_all({len(ids)} sessions)"
+        return wait_call(self._runner, self._core.await_all, ids, timeout, what, idle)
 
     def wait_paused(self, session_id: str, timeout: float | None = None) -> ExecutionState:
         """Block until the session is paused or terminal; return that state."""
-        return self._runner.call(
-            self._core.wait_paused,
-            session_id,
-            timeout,
-            timeout=_caller_bound(timeout),
-            what=f"wait_paused({session_id!r})",
+        what = f"wait_paused({session_id!r})"
+        return wait_call(
+            self._runner, self._core.wait_paused, session_id, timeout, what, comm_pump()
         )
 
     def spawn_gc_task(self, ttl: float | timedelta, interval: float | timedelta) -> None:

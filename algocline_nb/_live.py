@@ -1,11 +1,14 @@
 """What a live view shows: a bounded summary of a session or a registry, made on the loop thread.
 
 ``SessionFeed`` follows one session (an observer drained without blocking, plus snapshots) and
-turns it into a plain ``dict`` model: summary values, HTML fragments, the pending prompts. Its
-size is bounded whatever the number of events: ``LOG_LINES`` log lines of ``LOG_LINE_CHARS``
-characters, ``MAX_PROMPTS`` prompts of ``PROMPT_CHARS`` characters. ``registry_model`` does the
-same for a registry (``TABLE_ROWS`` sessions and the latest GC row). ``widgets`` pushes these
-models into ipywidgets; nothing here imports IPython or ipywidgets.
+turns it into a plain ``dict`` model: summary values, HTML fragments, the pending prompts. The
+model is a function of the session's current state: the prompts are exactly the current pause's,
+keyed by ``(pause, query id)`` (every single-query pause reuses ``q-0``), the log is the tail of
+the history, the result shows once the session ended. Its size is bounded whatever the number of
+events: ``LOG_LINES`` log lines of ``LOG_LINE_CHARS`` characters, ``MAX_PROMPTS`` prompts of
+``PROMPT_CHARS`` characters. ``registry_model`` does the same for a registry (``TABLE_ROWS``
+sessions and the latest GC row). ``widgets`` pushes these models into ipywidgets; nothing here
+imports IPython or ipywidgets.
 """
 
 from __future__ import annotations
@@ -21,14 +24,15 @@ from ._display import (
     badge_html,
     counts_text,
     event_text,
-    state_html,
     state_text,
     value_text,
 )
 from ._errors import SessionNotFoundError
 from ._registry import AsyncSessionRegistry
 from ._types import (
+    Cancelled,
     Done,
+    ExecutionState,
     ExecutionStateTag,
     Failed,
     Lagged,
@@ -49,9 +53,11 @@ __all__ = [
     "MAX_PROMPTS",
     "PROMPT_CHARS",
     "TABLE_ROWS",
+    "PromptKey",
     "SessionFeed",
     "clip",
     "registry_model",
+    "result_html",
 ]
 
 LOG_LINES: Final = 200
@@ -63,11 +69,16 @@ MAX_PROMPTS: Final = 16
 PROMPT_CHARS: Final = 4000
 """Characters shown of one prompt (and of its system prompt)."""
 VALUE_CHARS: Final = 100_000
-"""Characters kept of a result's JSON."""
+"""Characters kept of a result's JSON (the ``value_json`` trait)."""
+RESULT_CHARS: Final = 10_000
+"""Characters of a result's JSON shown in the view (all of them: ``value_json``)."""
 TABLE_ROWS: Final = 50
 """Sessions listed by a registry view (the newest ones)."""
 
 _E = html.escape
+
+PromptKey = tuple[int, str]
+"""A prompt row's key: ``(pause, query_id)``, the pause counted from 1."""
 
 
 def clip(text: str, limit: int) -> str:
@@ -85,8 +96,10 @@ class SessionFeed:
         self.next_seq = 0
         self.log: deque[str] = deque(maxlen=LOG_LINES)
         self.progress: Progress | None = None
+        self.pause = 0  # pauses seen so far: the current (or last) pause's number
         self.pending: dict[str, PausePrompt] = {}
         self.notice = ""
+        self.notice_pause = 0  # the notice stays until a pause after this one
         self.gone = False
 
     @property
@@ -129,14 +142,21 @@ class SessionFeed:
         self.next_seq = event.seq + 1
         self.log.append(clip(event_text(event), LOG_LINE_CHARS))
         if isinstance(event, PauseRequested):
+            self.pause += 1
             self.pending = {p.query_id: p for p in event.info.prompts}
-            self.notice = ""
+            if self.pause > self.notice_pause:
+                self.notice = ""
         elif isinstance(event, LlmCallEnd):
             self.pending.pop(event.query_id, None)
         elif isinstance(event, StateTransition) and event.to is not ExecutionStateTag.PAUSED:
             self.pending = {}
         elif isinstance(event, Progress):
             self.progress = event
+
+    def set_notice(self, text: str, pause: int | None = None) -> None:
+        """Show ``text`` until a pause after ``pause`` (default: the last one read) arrives."""
+        self.notice = text
+        self.notice_pause = self.pause if pause is None else pause
 
     def release(self) -> None:
         if self.observer is not None:
@@ -191,15 +211,25 @@ class SessionFeed:
             },
             "header": self._header(elapsed, len(pending)),
             "progress": self._progress(snap.tag),
-            "log": (
-                '<pre style="margin:0;max-height:14em;overflow:auto;white-space:pre-wrap;'
-                'font-size:0.85em">' + _E("\n".join(self.log)) + "</pre>"
-            ),
-            "result": state_html(state) if terminal else "",
+            "log": self._log_html(),
+            "result": result_html(state) if terminal else "",
             "can_cancel": not terminal and not self.gone,
-            "prompt_ids": tuple(p.query_id for p in shown),
+            "prompt_keys": tuple((self.pause, p.query_id) for p in shown),
             "more_prompts": len(pending) - len(shown),
         }
+
+    def _log_html(self) -> str:
+        """The newest ``LOG_LINES`` events, oldest first (the view scrolls to the last one)."""
+        earlier = self.next_seq - len(self.log)
+        note = ""
+        if earlier > 0:
+            text = f"… {earlier} earlier events (all of them: reg.history(id), %session events)"
+            note = f'<div style="opacity:0.7"><small>{_E(text)}</small></div>'
+        return (
+            f'{note}<pre style="margin:0;white-space:pre-wrap;font-size:0.85em;line-height:1.35">'
+            + _E("\n".join(self.log))
+            + "</pre>"
+        )
 
     def _header(self, elapsed_ms: int, pending: int) -> str:
         snap = self.snap
@@ -226,6 +256,36 @@ class SessionFeed:
         value = min(max(float(p.step), 0.0), total)
         style = {"done": "success", "failed": "danger", "cancelled": "warning"}.get(tag.value, "")
         return (value, total, style, "")
+
+
+def result_html(state: ExecutionState) -> str:
+    """An ended session's outcome, set off in its state's colour: the value (done), the
+    message (failed) or the reason (cancelled)."""
+    color = STATE_COLORS.get(state.tag.value, "#424242")
+    pre = '<pre style="margin:0.2em 0 0;white-space:pre-wrap;font-size:1.1em">{}</pre>'
+    if isinstance(state, Done):
+        title = "Result"
+        usage = state.usage
+        if usage is not None:
+            tokens = f"{usage.prompt_tokens or 0}+{usage.completion_tokens or 0}"
+            title += f" <small style='opacity:0.75'>tokens {tokens}</small>"
+        body = pre.format(_E(value_text(state.value, RESULT_CHARS)))
+    elif isinstance(state, Failed):
+        title = f"Failed <small style='opacity:0.75'>{_E(state.kind.value)}</small>"
+        body = pre.format(_E(clip(state.message, PROMPT_CHARS)))
+    elif isinstance(state, Cancelled):
+        title = "Cancelled"
+        reason = state.reason
+        why = reason.code.value + (
+            f": {clip(reason.detail, PROMPT_CHARS)}" if reason.detail else ""
+        )
+        body = f"<div>reason: {_E(why)} · while {_E(state.state_before.tag.value)}</div>"
+    else:  # not an ended state: nothing to show
+        return ""
+    return (
+        f'<div style="border-left:4px solid {color};padding:0.3em 0.7em;margin:0.3em 0">'
+        f'<b style="color:{color}">{title}</b>{body}</div>'
+    )
 
 
 def registry_model(core: AsyncSessionRegistry) -> dict[str, Any]:

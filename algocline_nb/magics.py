@@ -33,6 +33,7 @@ from ._display import EventList, GcTable, SessionTable, label
 from ._errors import AlgoclineError, SessionNotFoundError
 from ._facade import SessionRegistry, default_registry
 from ._magics_eval import add_eval_parser, eval_spec
+from ._magics_interrupt import interrupted_message
 from ._types import Advice
 
 __all__ = [
@@ -266,6 +267,8 @@ class SessionMagics(Magics):
             return None
         except (AlgoclineError, ValueError, TimeoutError) as exc:
             raise UsageError(f"%session {args.command}: {exc}") from exc
+        except KeyboardInterrupt:  # Ctrl-C in a wait: one line, not the wait's traceback
+            raise UsageError(interrupted_message(self, args)) from None
 
     # ---- helpers (parsing level: names, responders, what to display)
 
@@ -317,17 +320,31 @@ class SessionMagics(Magics):
         if name:
             _names.setdefault(registry, {})[name] = sid
         view = self.view(sid)
-        if wait:
-            try:
-                registry.await_terminal(sid, timeout)
-            except BaseException:
-                if hasattr(view, "close"):  # never displayed: stop its updates
-                    view.close()
-                raise
+        if not wait:
+            return view
+        if not hasattr(view, "close"):  # no widgets: the final snapshot once the session ended
+            registry.await_terminal(sid, timeout)
+            return registry.snapshot(sid)
+        # The widget first, then the wait: Answer and Cancel work during it (the facade handles
+        # widget messages while a cell waits) and after a timeout, when the session goes on.
+        handle = self.show_now(view)
+        try:
+            registry.await_terminal(sid, timeout)
+        except TimeoutError as exc:
+            raise TimeoutError(
+                f"{exc}; it goes on: answer or cancel it in the widget above"
+            ) from None
+        finally:
             _flush_widgets()
-            if not _use_widgets(self.shell):
-                return registry.snapshot(sid)
-        return view
+        if handle is not None:  # the output's text (what a saved notebook keeps): the end state
+            handle.update(view)
+        return None
+
+    def show_now(self, view: Any) -> Any:
+        """Display ``view`` in the running cell at once; its ``DisplayHandle`` (or ``None``)."""
+        from IPython.display import display
+
+        return display(view, display_id=True)  # type: ignore[no-untyped-call]
 
     def view(self, sid: str) -> Any:
         """A live ``SessionWidget`` in a kernel with ipywidgets, else the session's snapshot."""

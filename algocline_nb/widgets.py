@@ -3,15 +3,22 @@
 After a widget is built, only its registry's pump (``_pump``) writes its state, on the
 registry's loop thread (the single writer); this module says what is written: each view turns
 a bounded model (``_live``) into trait updates, one message per child widget per push
-(``hold_sync``). Buttons (Answer, Answer all, Cancel) run on the kernel's main thread or a
-subshell: they only call the blocking facade and wake the pump, never write a pump-owned trait.
+(``hold_sync``). What a view shows is a function of the session's current state: the current
+pause's prompts, each in a row of its own (keyed by pause and query id, so a new question
+always gets a new, empty text box), the log's tail, Cancel while the session can be cancelled,
+the outcome once it ended. Buttons (Answer, Answer all, Cancel) run on the kernel's main thread
+or a subshell: they only call the blocking facade and wake the pump, never write a pump-owned
+trait; Answer reads its text box at the click (the box syncs on blur, which the click causes).
 Nothing here prints or calls ``display``: widgets reach the frontend through comm messages only,
 so work started in one cell never writes output into a later one. ``flush()`` (and
 ``%session wait``, and the end of every cell once ``install_hooks`` ran) brings every view up to
 date at once.
 
-Without a kernel (a terminal IPython, a script) the widgets still work, and their rich display
-falls back to the session's text and HTML.
+A widget's ``text/plain`` and ``text/html`` are the session's (or the registry's) state line,
+taken once it settled (``_widget_text``): what a notebook reopened without a widget manager, or
+rendered statically, shows; with no ids or times in the text, so nbval can compare it. Without a
+kernel (a terminal IPython, a script) the widgets still work, and their rich display is that
+text and HTML alone.
 """
 
 from __future__ import annotations
@@ -24,10 +31,10 @@ from typing import Any, Final
 import ipywidgets as w
 import traitlets
 
-from ._display import SessionTable, label, mimebundle
+from ._display import label
 from ._errors import AlgoclineError, RunnerError
 from ._facade import SessionRegistry
-from ._live import LOG_LINES, PROMPT_CHARS, SessionFeed, clip, registry_model
+from ._live import LOG_LINES, PROMPT_CHARS, PromptKey, SessionFeed, clip, registry_model
 from ._pump import (
     UPDATE_INTERVAL,
     View,
@@ -37,7 +44,8 @@ from ._pump import (
     uninstall_hooks,
 )
 from ._registry import AsyncSessionRegistry
-from ._types import PausePrompt
+from ._types import ExecutionStateTag, PausePrompt
+from ._widget_text import counts, registry_text, session_text, tally
 
 __all__ = [
     "LOG_LINES",
@@ -88,15 +96,15 @@ def _one_line(exc: BaseException) -> str:
     return clip(" ".join(f"{type(exc).__name__}: {exc}".split()), 300)
 
 
-def _widget_bundle(widget: w.Widget, include: Any, exclude: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "text/plain": repr(widget),
-        "application/vnd.jupyter.widget-view+json": {
+def _bundle(widget: w.Widget, static: dict[str, Any], include: Any, exclude: Any) -> dict[str, Any]:
+    """``static`` (``text/plain``, ``text/html``), plus the widget view in a kernel."""
+    data = dict(static)
+    if _kernel_shell() is not None and widget.comm is not None:
+        data["application/vnd.jupyter.widget-view+json"] = {
             "version_major": 2,
             "version_minor": 0,
             "model_id": widget.model_id,
-        },
-    }
+        }
     return {
         k: v
         for k, v in data.items()
@@ -118,24 +126,39 @@ def _set(widget: w.Widget, **values: Any) -> None:
 
 
 class _PromptRow:
-    """One pending query: its system prompt and prompt, a text box and an Answer button."""
+    """One query of one pause: its system prompt and prompt, an empty text box, an Answer button.
 
-    def __init__(self, prompt: PausePrompt, on_answer: Callable[[dict[str, str]], None]) -> None:
-        self.query_id = prompt.query_id
+    The box syncs when it loses focus (``continuous_update=False``), not per keystroke: a
+    frontend holds a model's later updates while an earlier one waits for a busy kernel, so a
+    per-keystroke box would reach the kernel as its first character, the click right after it.
+    Clicking Answer blurs the box first, so its whole text arrives before the click.
+    """
+
+    def __init__(
+        self, pause: int, prompt: PausePrompt, on_answer: Callable[[int, dict[str, str]], None]
+    ) -> None:
+        self.pause, self.query_id = pause, prompt.query_id
         system = ""
         if prompt.system:
             text = _E(clip(prompt.system, PROMPT_CHARS))
             system = f'<div style="opacity:0.75"><i>system:</i> {text}</div>'
         self.text = w.HTML(
-            f"<code>{_E(prompt.query_id)}</code>{system}"
+            f"<small>pause {pause} · <code>{_E(prompt.query_id)}</code></small>{system}"
             f'<div style="white-space:pre-wrap">{_E(clip(prompt.prompt, PROMPT_CHARS))}</div>'
         )
         self.answer = w.Textarea(
-            placeholder=f"answer for {prompt.query_id}", layout=w.Layout(width="100%")
+            value="",
+            placeholder=f"answer for {prompt.query_id}",
+            continuous_update=False,
+            layout=w.Layout(width="100%"),
         )
         self.button = w.Button(description="Answer", button_style="primary")
-        self.button.on_click(lambda _b: on_answer({self.query_id: self.answer.value}))
+        self.button.on_click(self._clicked)
+        self.on_answer = on_answer
         self.box = w.VBox([self.text, self.answer, self.button])
+
+    def _clicked(self, _button: w.Button) -> None:
+        self.on_answer(self.pause, {self.query_id: self.answer.value})  # the text at the click
 
     def close(self) -> None:
         for widget in list(_tree(self.box)):
@@ -148,7 +171,7 @@ class _SessionView(View):
     def __init__(self, widget: SessionWidget, feed: SessionFeed) -> None:
         self.widget = widget
         self.feed = feed
-        self.rows: dict[str, _PromptRow] = {}
+        self.rows: dict[PromptKey, _PromptRow] = {}
         self.key: tuple[object, ...] = ()
         self.model: dict[str, Any] = {}
         self.pushed: dict[str, Any] = {}
@@ -181,36 +204,43 @@ class _SessionView(View):
             widget._log.value = model["log"]
         if model["result"] != old.get("result"):
             widget._result.value = model["result"]
-        if model["can_cancel"] != old.get("can_cancel"):
+            _set(widget._result.layout, display="" if model["result"] else "none")
+        if model["can_cancel"] != old.get("can_cancel"):  # shown while running or paused
             widget._cancel.disabled = not model["can_cancel"]
-        shown = (model["prompt_ids"], model["more_prompts"])
-        if shown != (old.get("prompt_ids"), old.get("more_prompts")):
+            _set(widget._cancel.layout, display="" if model["can_cancel"] else "none")
+        shown = (model["prompt_keys"], model["more_prompts"])
+        if shown != (old.get("prompt_keys"), old.get("more_prompts")):
             self._rows(*shown)
         self.pushed = model
 
-    def _rows(self, ids: tuple[str, ...], more: int) -> None:
-        """One row per pending prompt shown: keep the rows still pending, add the new ones."""
+    def _rows(self, keys: tuple[PromptKey, ...], more: int) -> None:
+        """One row per prompt shown of the current pause: rows already answered, or of an
+        earlier pause, go; a row stays (text box and all) while its query waits."""
         widget = self.widget
-        for qid in [q for q in self.rows if q not in ids]:
-            self.rows.pop(qid).close()
-        for qid in ids:
-            if qid not in self.rows:
-                self.rows[qid] = _PromptRow(self.feed.pending[qid], widget._answer)
-        children: list[w.Widget] = [self.rows[q].box for q in ids]
+        for key in [k for k in self.rows if k not in keys]:
+            self.rows.pop(key).close()
+        for key in keys:
+            if key not in self.rows:
+                pause, qid = key
+                self.rows[key] = _PromptRow(pause, self.feed.pending[qid], widget._answer)
+        children: list[w.Widget] = [self.rows[k].box for k in keys]
         if more:
             note = f"{more} more pending prompts: answer them with %session resume"
             _set(widget._more, value=f"<small>{_E(note)}</small>")
             children.append(widget._more)
-        if len(ids) > 1:
+        if len(keys) > 1:
             children.append(widget._answer_all)
         widget._prompts.children = tuple(children)
 
-    def answers(self) -> dict[str, str]:
-        """The text of every answer box shown (read by "Answer all"; any thread)."""
-        return {qid: row.answer.value for qid, row in list(self.rows.items())}
+    def answers(self) -> tuple[int, dict[str, str]]:
+        """The current pause and the text of each of its answer boxes ("Answer all"; any
+        thread)."""
+        rows = list(self.rows.values())
+        pause = max((row.pause for row in rows), default=0)
+        return pause, {row.query_id: row.answer.value for row in rows if row.pause == pause}
 
-    def set_notice(self, text: str) -> None:
-        self.feed.notice = text
+    def set_notice(self, text: str, pause: int | None = None) -> None:
+        self.feed.set_notice(text, pause)
 
     def widgets(self) -> Iterator[w.Widget]:
         return _tree(self.widget)
@@ -255,15 +285,25 @@ class SessionWidget(w.VBox):
         self._progress = w.FloatProgress(
             value=0.0, min=0.0, max=1.0, layout=w.Layout(display="none", width="100%")
         )
-        self._log = w.HTML()
+        # the log box scrolls itself, bottom first (column-reverse): it opens on the newest
+        # line and stays there as lines arrive; scrolled up, it keeps its distance to the end
+        self._log = w.HTML(
+            layout=w.Layout(
+                max_height="16em",
+                overflow="auto",
+                flex_flow="column-reverse",
+                align_items="stretch",
+                width="100%",
+            )
+        )
         self._prompts = w.VBox()
         self._more = w.HTML()
         self._answer_all = w.Button(description="Answer all", button_style="primary")
         self._cancel = w.Button(description="Cancel", button_style="warning", icon="stop")
-        self._result = w.HTML()
+        self._result = w.HTML(layout=w.Layout(display="none"))
         footer = w.HBox([self._cancel])
         super().__init__(
-            children=[self._header, self._progress, self._prompts, self._log, self._result, footer],
+            children=[self._header, self._progress, self._result, self._prompts, self._log, footer],
             session_id=snap.session_id,
             session_name=snap.name or "",
             **kwargs,
@@ -272,19 +312,32 @@ class SessionWidget(w.VBox):
         self._label = label(snap.session_id, snap.name)
         self._view = _SessionView(self, SessionFeed(snap))
         self._pump = pump_for(registry)
-        self._answer_all.on_click(lambda _b: self._answer(self._view.answers()))
+        self._answer_all.on_click(lambda _b: self._answer(*self._view.answers()))
         self._cancel.on_click(lambda _b: self.cancel())
         install_hooks(_kernel_shell())
         self._pump.request_attach(self._view)
 
     # ---- user actions (main thread or a subshell): call the facade, never write traits
 
-    def _answer(self, answers: Mapping[str, str]) -> None:
+    def _answer(self, pause: int | None, answers: Mapping[str, str]) -> None:
+        """Resume with ``answers`` if the session still waits at ``pause`` (``None``: any).
+
+        A click that arrives after its pause was answered (a double click, a stale row) would
+        otherwise answer the next question, whose query id is the same ``q-0``.
+        """
         try:
+            if pause is not None:
+                snap = self._registry.snapshot(self.session_id)
+                if snap.tag is not ExecutionStateTag.PAUSED or snap.pauses != pause:
+                    now = f"pause {snap.pauses} waits" if snap.tag.value == "paused" else ""
+                    note = f"pause {pause} was already answered ({now or snap.tag.value})"
+                    self._pump.request_update(self._view, self._view.set_notice, note, snap.pauses)
+                    return
             self._registry.resume(self.session_id, dict(answers))
         except (AlgoclineError, RunnerError) as exc:
             self._pump.request_update(self._view, self._view.set_notice, _one_line(exc))
-        self._pump.request_wake()
+        finally:
+            self._pump.request_wake()
 
     def answer(self, answers: str | Mapping[str, str]) -> None:
         """Answer pending prompts as the Answer buttons do (a ``str``: the only pending one)."""
@@ -292,7 +345,7 @@ class SessionWidget(w.VBox):
             self._registry.resume(self.session_id, answers)
             self._pump.request_wake()
         else:
-            self._answer(answers)
+            self._answer(None, answers)
 
     def cancel(self) -> None:
         """Cancel the session (what the Cancel button does)."""
@@ -306,13 +359,13 @@ class SessionWidget(w.VBox):
 
     @property
     def answer_boxes(self) -> dict[str, w.Textarea]:
-        """The text box of each pending prompt shown, by query id."""
-        return {qid: row.answer for qid, row in list(self._view.rows.items())}
+        """The text box of each pending prompt shown (all of the current pause), by query id."""
+        return {row.query_id: row.answer for row in list(self._view.rows.values())}
 
     @property
     def answer_buttons(self) -> dict[str, w.Button]:
         """The Answer button of each pending prompt shown, by query id."""
-        return {qid: row.button for qid, row in list(self._view.rows.items())}
+        return {row.query_id: row.button for row in list(self._view.rows.values())}
 
     @property
     def answer_all_button(self) -> w.Button:
@@ -325,9 +378,9 @@ class SessionWidget(w.VBox):
     @property
     def log_lines(self) -> tuple[str, ...]:
         """The event log as last pushed (newest last)."""
-        text = html.unescape(self._log.value)
-        body = text.split(">", 1)[-1].rsplit("</pre>", 1)[0]
-        return tuple(body.split("\n")) if body else ()
+        text = self._log.value
+        body = text[text.find("<pre") :].split(">", 1)[-1].rsplit("</pre>", 1)[0]
+        return tuple(html.unescape(body).split("\n")) if body else ()
 
     @property
     def progress_bar(self) -> w.FloatProgress:
@@ -352,16 +405,18 @@ class SessionWidget(w.VBox):
     # ---- display
 
     def __repr__(self) -> str:
-        return f"SessionWidget(session={self._label})"
+        tally_ = counts(self.pauses, self.llm_calls, self.tokens, self.events)
+        name = getattr(self, "_label", repr(self.session_id))
+        return f"SessionWidget(session {name}: {self.state} · {tally_})"
 
     def _repr_mimebundle_(
         self, include: Any = None, exclude: Any = None, **kwargs: Any
     ) -> dict[str, Any]:
-        """In a kernel: the widget view and a constant ``text/plain``; else the session's
-        text and HTML (a terminal cannot render a widget)."""
-        if _kernel_shell() is None:
-            return mimebundle(self._registry.snapshot(self.session_id), include, exclude)
-        return _widget_bundle(self, include, exclude)
+        """The session's state line (``text/plain``) and HTML once it settled; in a kernel the
+        widget view too, which a frontend with a widget manager renders instead."""
+        gone = repr(self).removeprefix("SessionWidget(").removesuffix(")")
+        static = session_text(self._registry, self.session_id, gone)
+        return _bundle(self, static, include, exclude)
 
 
 # --------------------------------------------------------------------------- RegistryWidget
@@ -432,12 +487,11 @@ class RegistryWidget(w.VBox):
         super().close()
 
     def __repr__(self) -> str:
-        return "RegistryWidget()"
+        return f"RegistryWidget({tally([r['state'] for r in self.rows], self.sessions)})"
 
     def _repr_mimebundle_(
         self, include: Any = None, exclude: Any = None, **kwargs: Any
     ) -> dict[str, Any]:
-        if _kernel_shell() is None:
-            table = SessionTable(self._registry.sessions())
-            return table._repr_mimebundle_(include, exclude)
-        return _widget_bundle(self, include, exclude)
+        """The sessions' table (``text/plain``, ``text/html``) once they settled; in a kernel
+        the widget view too."""
+        return _bundle(self, registry_text(self._registry), include, exclude)

@@ -420,10 +420,11 @@ def test_widgets_are_shown_in_a_kernel(
 ) -> None:
     widgets = pytest.importorskip("algocline_nb.widgets")
     monkeypatch.setattr(magics, "_use_widgets", lambda _shell: True)
-    made = []
+    made: list[Any] = []
+    monkeypatch.setattr(magics.SessionMagics, "show_now", lambda _self, view: made.append(view))
     try:
-        w = cell(shell, "run --name live --wait", "return 5")
-        made.append(w)
+        assert cell(shell, "run --name live --wait", "return 5") is None  # shown, then waited
+        w = made[0]
         assert isinstance(w, widgets.SessionWidget)
         assert (w.state, w.value_json) == ("done", "5")  # --wait flushes before returning
         shown = line(shell, "show live --widget")

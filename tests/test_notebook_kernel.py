@@ -143,7 +143,8 @@ def test_saved_widget_state_matches_the_registry_and_outputs_stay_in_their_cells
         if index in widget_cells:
             assert len(cell_outputs) == 1, (index, cell_outputs)
             (out,) = cell_outputs
-            assert out.output_type == "execute_result"
+            # --wait (cell 1) displays its widget before it waits, then updates that output
+            assert out.output_type == ("display_data" if index == 1 else "execute_result")
             assert "application/vnd.jupyter.widget-view+json" in out.data
         elif index == 6:  # %session resume: its ResumeOutcome
             assert [o.data["text/plain"] for o in cell_outputs] == ["continued"]
@@ -156,10 +157,11 @@ def test_saved_widget_state_matches_the_registry_and_outputs_stay_in_their_cells
         else:
             assert cell_outputs == [], (index, cell_outputs)
     texts = {i: outputs[i][0].data["text/plain"] for i in widget_cells}
-    assert texts == {
-        1: "SessionWidget(session='quick')",
-        3: "SessionWidget(session='slow')",
-        5: "SessionWidget(session='ask')",
+    paused = "paused (single): q-0"  # each session's state line once it settled
+    assert texts == {  # (slow: its responder still sleeps)
+        1: "session 'quick': done: 42 · 0 pauses · 0 LLM calls · 0 tokens · 2 events",
+        3: f"session 'slow': {paused} \"ping\" · 1 pause · 1 LLM call · 1 token · 5 events",
+        5: f"session 'ask': {paused} \"2+2?\" · 1 pause · 1 LLM call · 3 tokens · 4 events",
     }
 
     truth = json.loads(outputs[-1][0].text)

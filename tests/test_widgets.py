@@ -157,12 +157,14 @@ def test_traits_follow_the_session_to_the_end(make: Any, registry: SessionRegist
     assert w.answer_boxes == {}
     assert w.progress_bar.bar_style == "success"
     assert w.cancel_button.disabled
+    assert w.cancel_button.layout.display == "none"
     assert w.elapsed_ms == snap.finished_at - snap.created_at  # type: ignore[operator]
     history = registry.history(sid)
     assert len(w.log_lines) == len(history)
     assert w.log_lines[-1] == f"#{len(history) - 1} state_transition running → done"
     assert any(line.endswith("note [info] got A") for line in w.log_lines)
     assert '"a":"A"' in html.unescape(w._result.value)
+    assert w._result.layout.display == ""
 
 
 def test_a_failed_session_shows_its_message(make: Any, registry: SessionRegistry) -> None:
@@ -235,7 +237,8 @@ def test_answering_twice_shows_a_notice_and_raises_nothing(
     registry.await_terminal(sid, timeout=5)
     button.click()  # a stale button: the session is done
     w.flush()
-    assert "NotPausedError" in w._header.value
+    assert "pause 1 was already answered (done)" in w._header.value
+    assert registry.await_terminal(sid, timeout=5).to_dict()["value"] == ""
 
 
 def test_cancel_button_cancels_the_session(make: Any, registry: SessionRegistry) -> None:
@@ -335,12 +338,17 @@ def test_close_releases_widgets_and_stops_updates(
 def test_widget_text_is_deterministic(make: Any, registry: SessionRegistry) -> None:
     named = make(registry.spawn("return 1", name="demo"))
     anonymous = make(registry.spawn("return 2"))
-    assert repr(named) == "SessionWidget(session='demo')"
-    assert repr(anonymous).startswith("SessionWidget(session=#")
     bundle = named._repr_mimebundle_()  # no kernel here: the session's text and HTML
     assert set(bundle) == {"text/plain", "text/html"}
-    assert bundle["text/plain"].startswith("session 'demo': ")
+    text = "session 'demo': done: 1 · 0 pauses · 0 LLM calls · 0 tokens · 2 events"
+    assert bundle["text/plain"] == text  # settled: the end of a run that needs no answer
     assert named._repr_mimebundle_(include=["text/plain"]).keys() == {"text/plain"}
+    named.flush()
+    assert (
+        repr(named)
+        == "SessionWidget(session 'demo': done · 0 pauses · 0 LLM calls · 0 tokens · 2 events)"
+    )
+    assert repr(anonymous).startswith("SessionWidget(session #")
 
 
 # ------------------------------------------------------------------------------ registry
@@ -367,7 +375,7 @@ def test_registry_widget_lists_sessions_and_gc_stats(make: Any, registry: Sessio
     assert (w.sessions, w.rows, w.gc_sweeps) == (0, [], 1)
     assert w.gc["evicted"] == 2
     assert "GC: 1 sweeps" in w._gc.value
-    assert repr(w) == "RegistryWidget()"
+    assert repr(w) == "RegistryWidget(0 sessions)"
 
 
 def test_a_long_event_stream_is_coalesced_per_interval(

@@ -21,6 +21,8 @@ T = TypeVar("T")
 WAIT_SLICE: Final = 0.1
 #: After a Ctrl-C or a timeout, how long the caller waits for the loop to confirm the cancel.
 CANCEL_ACK_TIMEOUT: Final = 1.0
+#: Length of one wait slice when the caller has work of its own between slices (``idle``).
+IDLE_SLICE: Final = 0.05
 
 
 class _Runner(Protocol):
@@ -40,10 +42,17 @@ def run_blocking(
     job: _AsyncJob[T] | None,
     timeout: float | None,
     what: str,
+    idle: Callable[[], object] | None = None,
 ) -> T:
-    """Schedule ``start`` on the loop and wait for ``fut`` in interruptible slices."""
+    """Schedule ``start`` on the loop and wait for ``fut`` in interruptible slices.
+
+    ``idle``, when given, runs in the caller's thread after every slice the work did not end in
+    (slices of ``IDLE_SLICE`` then); a ``KeyboardInterrupt`` it raises cancels the work as a
+    Ctrl-C does.
+    """
     __tracebackhide__ = True
     deadline = None if timeout is None else time.monotonic() + timeout
+    length = WAIT_SLICE if idle is None else IDLE_SLICE
     try:
         try:
             loop.call_soon_threadsafe(start)
@@ -51,7 +60,7 @@ def run_blocking(
             fut.cancel()
             raise RunnerError("runner is closed") from exc
         while True:
-            wait = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
+            wait = length if deadline is None else min(length, deadline - time.monotonic())
             try:
                 # exception() returns once done and raises TimeoutError only when the slice
                 # expires, so a TimeoutError raised by the work itself is never mistaken.
@@ -66,6 +75,8 @@ def run_blocking(
             if (thread is None or not thread.is_alive()) and not fut.done():
                 fut.cancel()
                 raise RunnerError(f"runner is closed; {_label(what)} did not run to the end")
+            if idle is not None:
+                idle()
     except (RunnerError, TimeoutError):
         raise
     except BaseException:  # KeyboardInterrupt (or another signal-raised error)

@@ -263,6 +263,7 @@ class LoopRunner:
         *args: *Ts,
         timeout: float | None = None,
         what: str = "",
+        idle: Callable[[], object] | None = None,
     ) -> T:
         """Run ``coro_fn(*args)`` on the runner loop and return its result (blocking).
 
@@ -281,6 +282,9 @@ class LoopRunner:
         what : str
             Short label of the operation, used in error messages and added as a note to
             exceptions raised by the work.
+        idle : callable, optional
+            Called in the caller's thread between two short wait slices while the work runs
+            (the facade handles a kernel's widget messages there); it must return quickly.
 
         Returns
         -------
@@ -302,7 +306,7 @@ class LoopRunner:
         __tracebackhide__ = True
         loop = self._loop_for_blocking_call(what)
         job: _AsyncJob[T] = _AsyncJob(coro_fn, args, what or None)
-        return run_blocking(self, loop, job.future, job.start, job, timeout, what)
+        return run_blocking(self, loop, job.future, job.start, job, timeout, what, idle)
 
     def call_sync(
         self,
