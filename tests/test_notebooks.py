@@ -1,7 +1,9 @@
 """The example notebooks: committed with deterministic outputs, and what nbval relies on.
 
-``make test`` runs nbval over ``notebooks/`` (fresh kernels of the venv, outputs compared after
-``notebooks/nbval-sanitize.cfg``). These tests check what that comparison takes for granted:
+``make test`` runs nbval over the shipped notebooks, named one by one in the Makefile (fresh
+kernels of the venv, outputs compared after ``notebooks/nbval-sanitize.cfg``), never over the
+whole folder: ``make run`` serves ``notebooks/`` as the user's workspace. These tests check what
+that comparison takes for granted:
 
 - every code cell was executed, in order, and nothing printed an id, an address or a time that
   the sanitizers do not rewrite; no cell uses ``clear_output`` / display updates (nbval ignores
@@ -9,14 +11,19 @@
 - the saved widget state agrees with the notebooks' own outputs (every session ended);
 - the kernelspec ``python3`` the notebooks name starts this venv's Python;
 - nbval does fail when an output changes (run on a copy with one output edited);
+- the Makefile's list is ``NAMES`` (a scratch notebook saved in ``notebooks/`` is never run);
+- ``01-quickstart`` lets the reader answer in the widget before any cell answers for them; the
+  ``--live`` table of ``04-magics`` ends showing a live session;
 - ``04-magics`` runs every ``%session`` subcommand; ``notebooks/packages`` holds a strategy
   package in algocline's layout that runs; ``make demo`` prints its table.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -85,8 +92,63 @@ def session_widgets(nb: Any) -> dict[str, dict[str, Any]]:
 # --------------------------------------------------------------------------- committed outputs
 
 
-def test_the_five_notebooks_and_nothing_else() -> None:
-    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == NAMES
+def test_the_shipped_notebooks_and_no_other_in_git() -> None:
+    """Other notebooks in the folder are the user's (``make run`` works there): not ours."""
+    for name in NAMES:
+        assert (NOTEBOOKS / f"{name}.ipynb").is_file(), name
+    git = shutil.which("git")
+    if git is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: which notebooks are tracked is unknown")
+    tracked = subprocess.run(
+        [git, "ls-files", "--", "notebooks/*.ipynb"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        check=True,
+    ).stdout.split()
+    assert sorted(Path(path).stem for path in tracked) == NAMES
+
+
+def make_dry_run(target: str, *assignments: str) -> list[str]:
+    """The commands ``make -n TARGET`` would run (nothing runs)."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    run = subprocess.run(
+        [make, "-n", "-s", "-C", str(ROOT), target, *assignments],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return run.stdout.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("fixtures", "expected"),
+    [("/fixtures/bundled", NAMES), ("", [n for n in NAMES if n != "05-evaluate"])],
+    ids=["with-fixtures", "without-fixtures"],
+)
+def test_make_test_compares_the_shipped_notebooks_only(fixtures: str, expected: list[str]) -> None:
+    """B5: nbval gets the shipped notebooks by name, never ``notebooks/`` (where a scratch
+    notebook would be collected); 05-evaluate only with the bundled packages."""
+    (command,) = [
+        line
+        for line in make_dry_run("pytest", f"ALC_BUNDLED_PACKAGES={fixtures}")
+        if "--nbval" in line
+    ]
+    args = command.split()
+    assert [Path(a).stem for a in args if a.endswith(".ipynb")] == expected
+    assert [a for a in args if a.rstrip("/") == "notebooks"] == []
+    assert "tests" in args
+    assert not list((ROOT / "tests").rglob("*.ipynb")), "nbval would collect it under tests/"
+
+
+def test_make_notebooks_reexecutes_the_shipped_notebooks_only() -> None:
+    (command,) = [line for line in make_dry_run("notebooks") if "run_notebooks.py" in line]
+    files = command.split()[command.split().index("scripts/run_notebooks.py") + 1 :]
+    assert [Path(f).stem for f in files] == NAMES
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -174,6 +236,49 @@ def test_quickstart_widget_followed_the_answer() -> None:
     assert (widget["pauses"], widget["llm_calls"]) == (1, 1)
 
 
+def test_quickstart_lets_the_reader_answer_in_the_widget_first() -> None:
+    """Under Run All, no cell answers the widget's session before the reader could: the only
+    code answer sits in the ``except TimeoutError`` of a cell that first waits (the widget stays
+    live during the wait) for the session to end."""
+    code = [c.source for c in load("01-quickstart").cells if c.cell_type == "code"]
+    shown = next(i for i, source in enumerate(code) if "SessionWidget(reg, sid)" in source)
+    waits = []
+    for source in code[shown:]:
+        tree = ast.parse(source)
+        guarded: set[int] = set()
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Try):
+                continue
+            first = node.body[0]
+            call = getattr(first, "value", None)
+            if not (isinstance(call, ast.Call) and ast.unparse(call.func) == "reg.await_terminal"):
+                continue
+            (timeout,) = [kw.value for kw in call.keywords if kw.arg == "timeout"]
+            waits.append(ast.literal_eval(timeout))
+            for handler in node.handlers:
+                if handler.type is not None and ast.unparse(handler.type) == "TimeoutError":
+                    guarded |= {id(n) for n in ast.walk(handler)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                target = ast.unparse(node.func)
+                answers_sid = target == "reg.resume" and ast.unparse(node.args[0]) == "sid"
+                if target == "widget.answer" or answers_sid:
+                    assert id(node) in guarded, source
+    assert waits, "no cell waits for the reader"
+    assert min(waits) >= 10, waits
+
+
+def test_magics_live_table_ends_showing_a_live_session() -> None:
+    """The ``%session list --live`` table is saved showing sessions (the GC sweep at the end
+    evicts the ended ones and keeps the live one)."""
+    nb = load("04-magics")
+    state = nb.metadata.widgets[WIDGET_STATE]["state"]
+    (table,) = [m["state"] for m in state.values() if "gc_sweeps" in m["state"]]
+    assert table["gc_sweeps"] == 1
+    rows = {row["name"]: row["state"] for row in table["rows"]}
+    assert rows == {"waiting": "paused"}, rows
+
+
 def test_magics_widgets_agree_with_session_list() -> None:
     nb = load("04-magics")
     (listing,) = [
@@ -208,6 +313,8 @@ def test_kernelspec_python3_starts_this_python() -> None:
 def test_nbval_fails_when_an_output_changes(tmp_path: Path) -> None:
     pytest.importorskip("nbval")
     nb = load("01-quickstart")
+    (wait,) = [c for c in nb.cells if c.cell_type == "code" and "except TimeoutError" in c.source]
+    wait.source = re.sub(r"timeout=\d+\)", "timeout=0)", wait.source, count=1)  # answer at once
     (cell,) = [
         c for c in nb.cells if c.cell_type == "code" and c.source == 'reg.resume(sid2, "Vienna")'
     ]
