@@ -289,7 +289,11 @@ class NotebookPage:
         return notebook
 
     def _route(self, route: Any) -> None:
-        """Let requests to 127.0.0.1 through; abort (and record) any other."""
+        """Let requests to 127.0.0.1 through; abort (and record) any other.
+
+        Playwright's sync API runs this only while the test is inside a Playwright call: a wait
+        that lets the page make requests must wait through Playwright (``wait_for_*``,
+        ``expect``), never ``time.sleep``, or the page's requests stall meanwhile."""
         url = route.request.url
         host = urlsplit(url).hostname
         if url.startswith(("data:", "blob:")) or host == LOOPBACK:
@@ -382,7 +386,7 @@ class NotebookPage:
                 return model["content"]
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.name} was not saved within {timeout} s")
-            time.sleep(0.1)
+            self.page.wait_for_timeout(100)  # not time.sleep: the route above needs the pump
 
     # ---- cells
 
