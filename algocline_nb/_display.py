@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from ._types import (
     Cancelled,
@@ -45,7 +45,6 @@ from ._types._rich import set_renderer
 __all__ = [
     "STATE_COLORS",
     "EventList",
-    "GcTable",
     "SessionTable",
     "badge_html",
     "counts_text",
@@ -181,20 +180,26 @@ def _num(x: int | float) -> str:
     return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
 
 
-def counts_text(s: SessionSnapshot) -> str:
+def plural(count: int, word: str) -> str:
+    """``1 pause``, ``2 pauses``, ``0 sweeps``."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def counts(pauses: int, llm_calls: int, tokens: int, events: int) -> str:
     """``1 pause · 2 LLM calls · 8 tokens · 9 events`` (deterministic)."""
-
-    def n(count: int, word: str) -> str:
-        return f"{count} {word}{'' if count == 1 else 's'}"
-
     return " · ".join(
         (
-            n(s.pauses, "pause"),
-            n(s.llm_calls, "LLM call"),
-            n(s.total_tokens, "token"),
-            n(s.events, "event"),
+            plural(pauses, "pause"),
+            plural(llm_calls, "LLM call"),
+            plural(tokens, "token"),
+            plural(events, "event"),
         )
     )
+
+
+def counts_text(s: SessionSnapshot) -> str:
+    """A snapshot's :func:`counts`."""
+    return counts(s.pauses, s.llm_calls, s.total_tokens, s.events)
 
 
 def snapshot_text(s: SessionSnapshot) -> str:
@@ -408,74 +413,6 @@ class EventList:
 
     def __repr__(self) -> str:
         return f"EventList({len(self.events)} events)"
-
-
-class _GcRow(Protocol):
-    @property
-    def scanned(self) -> int: ...
-    @property
-    def evicted(self) -> int: ...
-    @property
-    def kept_observed(self) -> int: ...
-    @property
-    def kept_live(self) -> int: ...
-    @property
-    def kept_young(self) -> int: ...
-    @property
-    def duration_ms(self) -> float: ...
-
-
-class GcTable:
-    """GC statistics rows (``%session gc stats``): counts in text, timings in HTML only."""
-
-    __slots__ = ("rows",)
-
-    def __init__(self, rows: Iterable[_GcRow]) -> None:
-        self.rows = tuple(rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def text(self) -> str:
-        if not self.rows:
-            return "no GC sweeps yet (start one with %session gc --ttl S --interval S)"
-        last = self.rows[-1]
-        return (
-            f"{len(self.rows)} GC sweeps; latest: scanned {last.scanned} · evicted {last.evicted}"
-            f" · kept {last.kept_observed} observed, {last.kept_live} live, {last.kept_young} young"
-        )
-
-    def html(self) -> str:
-        if not self.rows:
-            return "<i>no GC sweeps yet</i>"
-        rows = self.rows[-TABLE_LIMIT:]
-        hidden = len(self.rows) - len(rows)
-        head = ("sweep", "scanned", "evicted", "observed", "live", "young", "ms")
-        first = len(self.rows) - len(rows)
-        body = [
-            (
-                str(first + i),
-                str(r.scanned),
-                str(r.evicted),
-                str(r.kept_observed),
-                str(r.kept_live),
-                str(r.kept_young),
-                f"{r.duration_ms:.2f}",
-            )
-            for i, r in enumerate(rows)
-        ]
-        return _table(head, body, f"{hidden} older sweeps not shown" if hidden else "")
-
-    def _repr_html_(self) -> str:
-        return self.html()
-
-    def _repr_mimebundle_(
-        self, include: Any = None, exclude: Any = None, **kwargs: Any
-    ) -> dict[str, str]:
-        return _bundle(self.text(), self.html(), include, exclude)
-
-    def __repr__(self) -> str:
-        return f"GcTable({len(self.rows)} sweeps)"
 
 
 # --------------------------------------------------------------------------- dispatch

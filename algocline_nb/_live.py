@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 from collections import deque
-from collections.abc import Mapping
 from typing import Any, Final
 
 from ._bus import EndOfStream, Observer
@@ -27,6 +26,7 @@ from ._display import (
     state_text,
     value_text,
 )
+from ._display_gc import gc_html
 from ._errors import SessionNotFoundError
 from ._registry import AsyncSessionRegistry
 from ._types import (
@@ -309,7 +309,7 @@ def registry_model(core: AsyncSessionRegistry) -> dict[str, Any]:
     return {
         "summary": {"sessions": len(snaps), "rows": rows, "gc": last_gc, "gc_sweeps": len(gc)},
         "table": _table(rows, len(snaps) - len(shown)),
-        "gc_html": _gc_html(last_gc, len(gc)),
+        "gc_html": gc_html(last_gc, len(gc)),
     }
 
 
@@ -331,13 +331,3 @@ def _table(rows: list[dict[str, Any]], hidden: int) -> str:
     caption = f"<caption style='caption-side:bottom'>{hidden} older sessions</caption>"
     head = f"<thead><tr>{head}</tr></thead>"
     return f"<table>{caption if hidden else ''}{head}<tbody>{body}</tbody></table>"
-
-
-def _gc_html(row: Mapping[str, Any], sweeps: int) -> str:
-    if not row:
-        return "<small>GC: no sweeps yet</small>"
-    return (
-        f"<small>GC: {sweeps} sweeps; latest scanned {row['scanned']}, evicted {row['evicted']},"
-        f" kept {row['kept_observed']} observed / {row['kept_live']} live /"
-        f" {row['kept_young']} young in {row['duration_ms']:.2f} ms</small>"
-    )

@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from ._display import SessionTable, mimebundle
+from ._display import SessionTable, mimebundle, plural
 from ._errors import AlgoclineError
 from ._facade import SessionRegistry
 from ._types import ExecutionStateTag, SessionSnapshot
 
-__all__ = ["QUIET", "SETTLE", "counts", "registry_text", "session_text", "settled", "tally"]
+__all__ = ["QUIET", "SETTLE", "registry_text", "session_text", "settled", "tally"]
 
 SETTLE: Final = 1.0
 """Longest wait, when a widget is displayed, for its sessions to settle."""
@@ -49,21 +49,10 @@ def settled(read: Callable[[], Sequence[SessionSnapshot]]) -> list[SessionSnapsh
     return snaps
 
 
-def counts(pauses: int, llm_calls: int, tokens: int, events: int) -> str:
-    """``1 pause · 2 LLM calls · 8 tokens · 9 events`` (as ``_display.counts_text``)."""
-
-    def n(count: int, word: str) -> str:
-        return f"{count} {word}{'' if count == 1 else 's'}"
-
-    return " · ".join(
-        (n(pauses, "pause"), n(llm_calls, "LLM call"), n(tokens, "token"), n(events, "event"))
-    )
-
-
 def tally(states: Sequence[str], total: int) -> str:
     """``3 sessions: 2 done, 1 paused`` (states in their usual order)."""
     shown = ", ".join(f"{states.count(t)} {t}" for t in _STATES if t in states)
-    head = f"{total} session{'' if total == 1 else 's'}"
+    head = plural(total, "session")
     return f"{head}: {shown}" if shown else head
 
 

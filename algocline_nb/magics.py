@@ -29,7 +29,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 
 from . import _magics_pkg
-from ._display import EventList, GcTable, SessionTable, label
+from ._display import EventList, SessionTable, label
+from ._display_gc import GcTable
 from ._errors import AlgoclineError, SessionNotFoundError
 from ._facade import SessionRegistry, default_registry
 from ._magics_eval import add_eval_parser, eval_spec

@@ -31,7 +31,7 @@ from typing import Any, Final
 import ipywidgets as w
 import traitlets
 
-from ._display import label
+from ._display import counts, label
 from ._errors import AlgoclineError, RunnerError
 from ._facade import SessionRegistry
 from ._live import LOG_LINES, PROMPT_CHARS, PromptKey, SessionFeed, clip, registry_model
@@ -45,7 +45,7 @@ from ._pump import (
 )
 from ._registry import AsyncSessionRegistry
 from ._types import ExecutionStateTag, PausePrompt
-from ._widget_text import counts, registry_text, session_text, tally
+from ._widget_text import registry_text, session_text, tally
 
 __all__ = [
     "LOG_LINES",

@@ -4,7 +4,7 @@
 token, serving a temporary root; its configuration, runtime, settings and workspace folders are
 temporary too, so nothing of the user's JupyterLab takes part (and nothing is fetched: no news,
 no update check, a read-only extension manager). ``listening_sockets`` lists what the server and
-its kernels listen on (``ss``). ``NotebookPage`` drives one notebook in a Playwright page: open
+its kernels listen on (``psutil``). ``NotebookPage`` drives one notebook in a Playwright page: open
 it, use the menu bar, run cells, read outputs. Every wait is bounded; the browser may reach
 127.0.0.1 only (its host resolver maps every other name to nothing, and a route aborts and
 records any request to another address).
@@ -16,7 +16,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import psutil
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: As the machine's own probe starts it: no sandbox (root), no GPU, nothing in the background
@@ -126,7 +127,7 @@ class Lab:
 
     def listening_sockets(self) -> list[tuple[str, str, int]]:
         """``(protocol, local address, pid)`` of every socket the server or a kernel listens on."""
-        return [row for row in listening() if row[2] in self.pids()]
+        return listening(self.pids())
 
     def stop(self, timeout: float = 15.0) -> None:
         if self.process.poll() is None:
@@ -208,46 +209,32 @@ def tail(path: Path, lines: int = 30) -> str:
 
 
 def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (read from ``/proc``)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # the process ended meanwhile
-            continue
-        fields = text[text.rfind(")") + 2 :].split()  # after "pid (comm) "
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found: set[int] = set()
-    stack = [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
-    return found
+    """Every process below ``pid``."""
+    try:
+        return {child.pid for child in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
 
 
-def listening() -> list[tuple[str, str, int]]:
-    """``(protocol, local address, pid)`` of every listening TCP / bound UDP socket (``ss``)."""
-    ss = shutil.which("ss")
-    if ss is None:
-        raise FileNotFoundError("ss (iproute2) is needed to list listening sockets")
-    text = subprocess.run(
-        [ss, "-H", "-l", "-t", "-u", "-n", "-p"],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=True,
-    ).stdout
+def listening(pids: set[int]) -> list[tuple[str, str, int]]:
+    """``(protocol, local address, pid)`` of every listening TCP / bound UDP socket of ``pids``.
+
+    Read through ``psutil`` (from ``/proc``, so no ``ss`` / iproute2 is needed); a process
+    that ended meanwhile has no sockets.
+    """
     rows = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) < 6:
+    for pid in sorted(pids):
+        try:
+            conns = psutil.Process(pid).net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
-        protocol, local = parts[0], parts[4]
-        address = local.rsplit(":", 1)[0].strip("[]")
-        for pid in re.findall(r"pid=(\d+)", line):
-            rows.append((protocol, address, int(pid)))
+        for conn in conns:
+            if conn.type == socket.SOCK_STREAM and conn.status != psutil.CONN_LISTEN:
+                continue
+            if conn.type == socket.SOCK_DGRAM and conn.raddr:
+                continue
+            protocol = "tcp" if conn.type == socket.SOCK_STREAM else "udp"
+            rows.append((protocol, conn.laddr.ip, pid))
     return rows
 
 

@@ -355,10 +355,6 @@ def test_answer_and_cancel_during_session_wait(nb: NotebookPage) -> None:
     expect(stop.locator("textarea")).to_have_count(0)
 
 
-@pytest.mark.skip(
-    reason="unstable: on a fresh clone under the full suite, saving the notebook from the page"
-    " timed out (15 s) before the reload; passes run alone (22.7 s). Issue 14 keeps it open."
-)
 def test_reload_keeps_the_widget_working(nb: NotebookPage) -> None:
     """After a page reload the widget is rendered again from the kernel and still answers."""
     nb.open("check-reload.ipynb")

@@ -42,7 +42,8 @@ from algocline_nb import (
     Tick,
     TokenUsage,
 )
-from algocline_nb._display import EventList, GcTable, SessionTable, label, render
+from algocline_nb._display import EventList, SessionTable, label, render
+from algocline_nb._display_gc import GcTable
 from algocline_nb._registry import GcStats
 from algocline_nb._types import ExecutionStateTag as Tag
 
@@ -213,6 +214,8 @@ def test_tables() -> None:
     )
     assert "1.50" in gc._repr_html_()  # timings in HTML only
     assert "1.5" not in gc.text()
+    assert GcTable([row]).text().startswith("1 GC sweep; latest")
+    assert repr(GcTable([row])) == "GcTable(1 sweep)"
 
 
 def test_real_session_text_is_the_same_on_every_run(tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ from traitlets.config import Config
 
 import algocline_nb
 from algocline_nb import SessionRegistry, SessionSnapshot, magics
-from algocline_nb._display import EventList, GcTable, SessionTable
+from algocline_nb._display import EventList, SessionTable
+from algocline_nb._display_gc import GcTable
 from algocline_nb.responders import ScriptedResponder
 
 
@@ -379,7 +380,8 @@ def test_gc(shell: InteractiveShell, registry: SessionRegistry) -> None:
     assert registry.sessions() == []
     rows = registry.gc_stats()
     assert sum(row.evicted for row in rows) == 1
-    assert line(shell, "gc stats").text().startswith(f"{len(rows)} GC sweeps; latest: scanned")
+    sweeps = f"{len(rows)} GC sweep" if len(rows) == 1 else f"{len(rows)} GC sweeps"
+    assert line(shell, "gc stats").text().startswith(f"{sweeps}; latest: scanned")
     assert "unknown session 'old'" in usage_error(shell, "show old")
     assert "--ttl S and --interval S" in usage_error(shell, "gc --ttl 1")
     assert "--ttl S and --interval S" in usage_error(shell, "gc")

@@ -374,7 +374,7 @@ def test_registry_widget_lists_sessions_and_gc_stats(make: Any, registry: Sessio
     assert stats.evicted == 2
     assert (w.sessions, w.rows, w.gc_sweeps) == (0, [], 1)
     assert w.gc["evicted"] == 2
-    assert "GC: 1 sweeps" in w._gc.value
+    assert "GC: 1 sweep;" in w._gc.value
     assert repr(w) == "RegistryWidget(0 sessions)"
 
 
