@@ -392,6 +392,22 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
         self._continue(session, state)
         return Continued()
 
+    async def step(
+        self, session_id: str, answer: Answer, timeout: float | None = None
+    ) -> ExecutionState | Partial:
+        """Answer, then wait for the next pause or the end: one call per turn of a session.
+
+        Returns the state the session is in then: ``Paused`` (with the next prompts) or a
+        terminal state (``to_outcome()`` gives its outcome). An answer that leaves queries
+        pending returns ``Partial`` (the ids still pending) at once, as ``resume`` does. Errors
+        as ``resume``; ``TimeoutError`` after ``timeout`` seconds (the answer is kept and the
+        session runs on).
+        """
+        outcome = self.resume_nowait(session_id, answer)
+        if isinstance(outcome, Partial):
+            return outcome
+        return await self.wait_paused(session_id, timeout)
+
     async def cancel(
         self, session_id: str, reason: CancelReason | CancelCode | str | None = None
     ) -> None:

@@ -21,6 +21,7 @@ from ._bus import Bus
 from ._cards import CardStore
 from ._cards_bridge import card_host_op
 from ._evals import EvalStore, eval_host_op
+from ._lua._chunks import package_chunk
 from ._lua._runtime import LuaSession, lua_chunk
 from ._lua._store import StateStore
 from ._types import (
@@ -411,6 +412,8 @@ class Session:
             return time.time()
         if op == "chunk":
             return lua_chunk(str(args[0]))
+        if op == "package":
+            return package_chunk(str(args[0]), str(args[1]))
         if op == "confine":
             return _confine(str(args[0]), self.roots)
         if op.startswith("state_"):

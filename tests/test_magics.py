@@ -151,7 +151,7 @@ def test_run_returns_at_once_and_wait_finishes(
 ) -> None:
     sid = paused(shell, registry, "q", 'return alc.llm("2+2?")')
     assert registry.state(sid).tag.value == "paused"
-    assert str(line(shell, "resume q 4")) == "Continued()"
+    assert str(line(shell, "resume --no-wait q 4")) == "Continued()"
     outcome = line(shell, "wait q --timeout 5")
     assert outcome.to_dict()["value"] == "4"
     assert outcome._repr_mimebundle_()["text/plain"] == 'done: "4" · tokens 1+1'
@@ -319,6 +319,16 @@ def test_resume_forms(shell: InteractiveShell, registry: SessionRegistry) -> Non
     sid = paused(shell, registry, "r4", lua)
     line(shell, 'resume r4 --json \'["x", "y"]\'')
     assert registry.await_terminal(sid, timeout=5).to_dict()["value"] == "xy"
+
+
+def test_resume_shows_the_next_pause_then_the_end(
+    shell: InteractiveShell, registry: SessionRegistry
+) -> None:
+    paused(shell, registry, "two", 'local a = alc.llm("first?")\nreturn a .. alc.llm("then?")')
+    nxt = line(shell, "resume two A --timeout 5")
+    assert nxt._repr_mimebundle_()["text/plain"] == 'paused (single): q-0 "then?"'
+    end = line(shell, "resume two B")
+    assert end._repr_mimebundle_()["text/plain"].startswith('done: "AB" · tokens ')
 
 
 def test_resume_errors(shell: InteractiveShell, registry: SessionRegistry) -> None:

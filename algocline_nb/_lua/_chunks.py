@@ -7,13 +7,15 @@ read as if loaded from source); strategy code itself can never load a binary chu
 from __future__ import annotations
 
 import functools
+import os
 import threading
+from collections import OrderedDict
 from importlib import resources
-from typing import Final
+from typing import Any, Final
 
 import lupa.lua54 as lupa
 
-__all__ = ["bootstrap_bytecode", "lua_chunk", "lua_source"]
+__all__ = ["bootstrap_bytecode", "lua_chunk", "lua_source", "package_chunk"]
 
 
 @functools.cache
@@ -65,3 +67,66 @@ def bootstrap_bytecode() -> bytes:
         compiler = lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False)
         dump = compiler.eval("function(src) return string.dump(assert(load(src, '=b')), true) end")
         return bytes(dump(source.encode("utf-8")))
+
+
+# ------------------------------------------------------------------ package files (require)
+
+PACKAGE_CACHE_SIZE: Final = 1024
+"""Compiled package files kept per process (least recently used dropped first)."""
+
+_package_lock = threading.Lock()
+_packages: OrderedDict[tuple[str, int, int, str], bytes] = OrderedDict()
+_compiler: Any = None
+
+
+def package_chunk(path: str, chunkname: str) -> tuple[bytes | None, str | None]:
+    """A package file ``require`` found, compiled once per process: ``(bytecode, None)``.
+
+    Keyed by the file's resolved path, modification time and size (an edited file compiles
+    again) and the chunk name (``@cot/init.lua``, kept in the bytecode with the line
+    information, so tracebacks still name the package file). ``(None, message)`` when the
+    file cannot be read or does not compile (Lua's own message). The bytecode is made here,
+    from the file's text; a strategy never hands the host a binary chunk.
+    """
+    try:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+    except OSError as exc:
+        return None, f"cannot read the file: {exc.strerror or exc}"
+    key = (real, st.st_mtime_ns, st.st_size, chunkname)
+    with _package_lock:
+        code = _packages.get(key)
+        if code is not None:
+            _packages.move_to_end(key)
+            return code, None
+    try:
+        with open(real, "rb") as f:
+            source = f.read()
+    except OSError as exc:
+        return None, f"cannot read the file: {exc.strerror or exc}"
+    code, err = _compile(source, chunkname)
+    if code is None:
+        return None, err
+    with _package_lock:
+        _packages[key] = code
+        if len(_packages) > PACKAGE_CACHE_SIZE:
+            _packages.popitem(last=False)
+    return code, None
+
+
+def _compile(source: bytes, chunkname: str) -> tuple[bytes | None, str | None]:
+    """``(bytecode with debug information, None)`` or ``(None, Lua's message)``."""
+    global _compiler
+    with _package_lock:
+        if _compiler is None:
+            lua = lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False)
+            _compiler = lua.eval(
+                "function(src, name)"
+                " local f, err = load(src, name, 't')"
+                " if not f then return nil, err end"
+                " return string.dump(f, false), nil end"
+            )
+        code, err = _compiler(source, chunkname.encode("utf-8", "surrogateescape"))
+    if code is None:
+        return None, bytes(err).decode("utf-8", "replace")
+    return bytes(code), None

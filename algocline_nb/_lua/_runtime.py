@@ -21,6 +21,7 @@ from . import _preempt
 from ._chunks import bootstrap_bytecode as _bootstrap_bytecode
 from ._chunks import lua_chunk as lua_chunk
 from ._chunks import lua_source as lua_source
+from ._ctx import flatten
 
 __all__ = [
     "Cancelled",
@@ -258,7 +259,8 @@ class LuaSession:
                 config.scenarios_dir,
                 self._rt,
             )
-            res = prepare(code, ctx_json, "=strategy")
+            ops, vals = (None, None) if ctx_json is None else flatten(ctx_json)
+            res = prepare(code, ops, None if vals is None else lua.table_from(vals), "=strategy")
         except lupa.LuaMemoryError:
             return _oom(config.memory_limit)
         except lupa.LuaError as exc:

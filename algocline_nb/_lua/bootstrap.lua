@@ -5,7 +5,7 @@
 -- Run once per runtime as
 --   bootstrap(host, NULL, budgeted, package_path, sandbox, hook_count, state_dir, cards_dir,
 --             scenarios_dir, rt)  -> prepare, step, collectgarbage
---   prepare(code, ctx_json, chunkname) -> true, address | nil, message
+--   prepare(code, ctx_ops, ctx_vals, chunkname) -> true, address | nil, message
 --   step(ok, value, level)             -> tag, ...
 -- `host(op, ...)` is the session's Python bridge; it lives in upvalues only, never in _G.
 -- alc.llm / alc.llm_batch yield their raw arguments; the host validates them and answers by
@@ -77,10 +77,51 @@ function alc.llm_batch(items)
   return answer(co_yield(LLM, flat, LLM))
 end
 
+-- What json.lua's decoder marks arrays with: ctx tables the host builds carry it too, before
+-- (and without) the JSON module ever loading.
+local ARRAY_MT = { __name = "json.array" }
 local json
 local function need_json()
-  if not json then json = raw_load(host("chunk", "json"), "=algocline_nb/json.lua", "b")(NULL) end
+  if not json then
+    json = raw_load(host("chunk", "json"), "=algocline_nb/json.lua", "b")(NULL, ARRAY_MT)
+  end
   return json
+end
+
+-- The ctx as the host flattened it (``_ctx.flatten``): `ops` is one byte per step ("v" push the
+-- next value, "n" push null, "o"/"a" pop a count of pairs/items into an object/array, the count
+-- being the next value), `vals` the values in order. The tables are the ones json.lua's
+-- decoder would build (objects plain, arrays marked, null the sentinel).
+local sbyte = string.byte
+local function build_ctx(ops, vals)
+  local stack, sp, vi = {}, 0, 0
+  for i = 1, #ops do
+    local op = sbyte(ops, i)
+    if op == 118 then
+      vi = vi + 1
+      sp = sp + 1
+      stack[sp] = vals[vi]
+    elseif op == 110 then
+      sp = sp + 1
+      stack[sp] = NULL
+    else
+      vi = vi + 1
+      local n, t = vals[vi], {}
+      local base
+      if op == 111 then
+        base = sp - 2 * n
+        for j = base + 1, sp, 2 do t[stack[j]] = stack[j + 1] end
+      else
+        base = sp - n
+        for j = 1, n do t[j] = stack[base + j] end
+        setmetatable(t, ARRAY_MT)
+      end
+      for j = base + 2, sp do stack[j] = nil end
+      sp = base + 1
+      stack[sp] = t
+    end
+  end
+  return stack[1]
 end
 
 local cancelled, ns = false, "default"
@@ -211,16 +252,17 @@ local function release()
   repeat until gc("step", 256)
 end
 
-local function prepare(code, ctx_json, chunkname)
+local function prepare(code, ctx_ops, ctx_vals, chunkname)
   -- A chunk is the body of a function: top-level `return` gives the result, and syntax
   -- errors point at the user's own lines.
   local body, err = raw_load(code, chunkname, "t")
   if not body then return nil, err end
-  -- Decoding ctx and encoding the result run inside the strategy's coroutine, under its hook:
+  -- Building ctx and encoding the result run inside the strategy's coroutine, under its hook:
   -- a large ctx or result can be preempted (and cancelled) like the strategy itself.
   -- The coroutine ends with "done", json | "unencodable", message | "failed", error.
   main_co = co_create(function()
-    ctx = ctx_json and need_json().decode(ctx_json) or {}
+    ctx = ctx_ops and build_ctx(ctx_ops, ctx_vals) or {}
+    ctx_vals = nil
     if type(ctx._ns) == "string" then ns = ctx._ns end
     local ok, res = raw_xpcall(body, on_error)
     if not ok then

@@ -1,8 +1,8 @@
 -- JSON for strategy runtimes (Lua 5.4), byte-compatible with algocline's
 -- mlua-serde + serde_json conversion.
 --
--- The host runs this chunk once per runtime as `lua.execute(source, NULL)`,
--- where NULL is the runtime's null sentinel; the chunk returns the module:
+-- The host runs this chunk once per runtime as `chunk(NULL, ARRAY_MT)`, where NULL is the
+-- runtime's null sentinel and ARRAY_MT its array marker; the chunk returns the module:
 --   encode(value) -> string        decode(text) -> value
 --   null (the sentinel)            array_mt (marks tables that are arrays)
 --   is_array(t) -> boolean
@@ -36,7 +36,7 @@
 -- Both directions accept at most 127 nested arrays/objects; the 128th level
 -- is an error (serde_json's default recursion limit behaves the same way).
 
-local NULL = ...
+local NULL, array_mt = ...
 
 local type, next, rawget, rawlen, rawequal = type, next, rawget, rawlen, rawequal
 local getmetatable, setmetatable = getmetatable, setmetatable
@@ -54,7 +54,9 @@ if NULL == nil then
   NULL = setmetatable({}, { __name = "json.null" })
 end
 
-local array_mt = { __name = "json.array" }
+-- The runtime's array marker when it has one (the host builds ctx tables with it before this
+-- module loads), else a private one.
+array_mt = array_mt or { __name = "json.array" }
 
 local M = { null = NULL, array_mt = array_mt }
 

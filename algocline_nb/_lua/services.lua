@@ -309,11 +309,11 @@ local function package_searcher(name)
     local file, miss = searchpath(name, template)
     if file then
       local root = template:match("^[^?]*"):match("^(.*[/\\])") or ""
-      local f, err = io_open(file, "rb")
-      local src = f and f:read("a")
-      if f then f:close() end
+      -- the host compiles the file's text once per process and hands its bytecode here
+      local chunkname = "@" .. file:sub(#root + 1)
+      local code, err = host("package", file, chunkname)
       local chunk
-      if src then chunk, err = raw_load(src, "@" .. file:sub(#root + 1), "t") end
+      if code then chunk, err = raw_load(code, chunkname, "b") end
       if not chunk then
         error(sformat("error loading module '%s' from file '%s':\n\t%s", name, file,
           tostring(err or "cannot read the file")), 0)
