@@ -36,6 +36,7 @@ _CHUNK_NAMES: Final = {
     "mathspecial": "=algocline_nb/mathspecial.lua",
     "mathstats": "=algocline_nb/mathstats.lua",
     "mathlib": "=algocline_nb/mathlib.lua",
+    "searcher": "=algocline_nb/searcher.lua",
 }
 
 

@@ -179,7 +179,15 @@ package.path = package_path
 -- Stubs that load the services on first call (one shared function prototype). os.exit would
 -- end the whole Python process (the notebook's kernel); package.loadlib could load C code.
 local function stub(name) return function(...) return services()[name](...) end end
-searchers[2] = stub("searcher")
+-- require loads only the package searcher (searcher.lua), not the services
+local searcher
+searchers[2] = function(name)
+  if not searcher then
+    searcher = raw_load(host("chunk", "searcher"), "=algocline_nb/searcher.lua", "b")(
+      host, raw_load, sandbox, package_path)
+  end
+  return searcher(name)
+end
 -- os.setlocale would change how every session of the process formats and parses numbers.
 os.exit, os.setlocale = stub("exit"), stub("setlocale")
 package.loadlib = stub("loadlib")

@@ -1,5 +1,5 @@
 -- alc.* services loaded on first use (most paused sessions never need them): log, progress,
--- time, budget_remaining, stats, _dirs, state, the package searcher, print and the loaders.
+-- time, budget_remaining, stats, _dirs, state, print and the loaders.
 --
 -- Run by bootstrap.lua with the core's private pieces as arguments (see services() there);
 -- `info()` gives the session's namespace and the hook count for new coroutines.
@@ -292,38 +292,7 @@ function card.lineage(query)
 end
 alc.card = card
 
--- ------------------------------------------------------------------ packages (require)
-
-local searchpath, sformat, package_lib = package.searchpath, string.format, package
-
--- Replaces Lua's file searcher (kept working when the sandbox removes io). It searches
--- package.path the same way, but names a chunk after its file relative to the package root
--- ("@cot/init.lua", so errors read "cot/init.lua:12: ..."), and runs a module with no
--- arguments, as algocline's loader does. A miss lists every file it tried.
-local function package_searcher(name)
-  -- sandboxed: the registry's roots, whatever the strategy wrote into package.path
-  local path = sandbox and root_path or package_lib.path
-  if type(path) ~= "string" then error("package.path must be a string", 0) end
-  local tried = {}
-  for template in path:gmatch("[^;]+") do
-    local file, miss = searchpath(name, template)
-    if file then
-      local root = template:match("^[^?]*"):match("^(.*[/\\])") or ""
-      -- the host compiles the file's text once per process and hands its bytecode here
-      local chunkname = "@" .. file:sub(#root + 1)
-      local code, err = host("package", file, chunkname)
-      local chunk
-      if code then chunk, err = raw_load(code, chunkname, "b") end
-      if not chunk then
-        error(sformat("error loading module '%s' from file '%s':\n\t%s", name, file,
-          tostring(err or "cannot read the file")), 0)
-      end
-      return function() return chunk() end, file
-    end
-    tried[#tried + 1] = miss
-  end
-  return concat(tried, "\n\t")
-end
+local sformat = string.format
 
 local function print_(...)
   local n, parts = select("#", ...), {}
@@ -404,7 +373,7 @@ end
 local function loadlib() return nil, "C modules are not allowed in algocline_nb", "absent" end
 
 return {
-  searcher = package_searcher, exit = exit, setlocale = setlocale, loadlib = loadlib, print = print_, load = load_,
+  exit = exit, setlocale = setlocale, loadlib = loadlib, print = print_, load = load_,
   loadfile = loadfile_, dofile = dofile_, create = create, resume = resume, wrap = wrap,
 }
 
