@@ -83,7 +83,10 @@ _HOOK_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 def _bind() -> tuple[Any, Any, Any, int] | None:
     try:
         so = ctypes.CDLL(lupa.__file__)
-        sethook, gethook = so.lua_sethook, so.lua_gethook
+        # lua_sethook only stores four fields: called through PyDLL it keeps the GIL (a CDLL
+        # call releases and retakes it, a hand-over to any waiting thread, twice per start)
+        sethook = ctypes.PyDLL(lupa.__file__).lua_sethook
+        gethook = so.lua_gethook
         yieldk, isyieldable = so.lua_yieldk, so.lua_isyieldable
     except (OSError, AttributeError, TypeError):
         return None

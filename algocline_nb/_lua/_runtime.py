@@ -188,7 +188,6 @@ class LuaSession:
         "_batch",
         "_close_pending",
         "_closing",
-        "_collect",
         "_guard",
         "_host",
         "_lua",
@@ -202,7 +201,6 @@ class LuaSession:
     def __init__(self) -> None:
         self._lua: Any = None
         self._step: Callable[..., Any] | None = None
-        self._collect: Callable[..., Any] | None = None
         self._shutdown: Callable[..., Any] | None = None
         self._guard = threading.Lock()  # orders steps and the close (each on some worker)
         self._running = False
@@ -246,8 +244,11 @@ class LuaSession:
                 attribute_filter=_deny_attributes,
                 max_memory=config.memory_limit,
             )
-            boot = lua.globals().load(_bootstrap_bytecode(), "=algocline_nb/bootstrap.lua", "b")
-            prepare, step, collect, shutdown, main_state = boot(
+            ops, vals = (None, None) if ctx_json is None else flatten(ctx_json)
+            # one call into Lua (so one GIL hand-over, not six): load and run the bootstrap,
+            # which compiles the strategy into its coroutine
+            step, shutdown, main_state, ok, address = lua.execute(
+                _bootstrap_bytecode(),
                 host.host_call,
                 NULL,
                 getattr(host, "budgeted", False),
@@ -258,33 +259,28 @@ class LuaSession:
                 config.cards_dir,
                 config.scenarios_dir,
                 self._rt,
+                code,
+                ops,
+                None if vals is None else lua.table_from(vals),
+                "=strategy",
             )
-            ops, vals = (None, None) if ctx_json is None else flatten(ctx_json)
-            res = prepare(code, ops, None if vals is None else lua.table_from(vals), "=strategy")
         except lupa.LuaMemoryError:
             return _oom(config.memory_limit)
         except lupa.LuaError as exc:
             return StepFailed(f"session set-up failed: {exc}", FailureKind.ENGINE_ERROR)
-        if res[0] is None:  # (nil, message): the code does not compile
-            return StepFailed(str(res[1]), FailureKind.LUA_ERROR)
+        if ok is None:  # (nil, message): the code does not compile
+            return StepFailed(str(address), FailureKind.LUA_ERROR)
         self._lua = lua
         self._step = step
-        self._collect = collect
         self._shutdown = shutdown
         self._host = host
         native = config.native_hook and bool(getattr(host, "stop_address", 0))
         self._slice = _preempt.StepSlice(host, native)
-        self._main = int(res[1], 16)
-        _preempt.install(res[1], native)
+        self._main = int(address, 16)
+        _preempt.install(address, native)
         _preempt.install(main_state, native)
-        del boot, prepare  # the set-up chunk becomes garbage
-        out = self._run_step(None, None, None, config.memory_limit, deadline)
-        if isinstance(out, Pause):  # a paused session keeps only its live heap (~4 KiB less)
-            try:
-                collect("collect")
-            except lupa.LuaError:  # pragma: no cover - no strategy finalizer can run
-                pass
-        return out
+        # (the first pause ends with a full collection in Lua: only the live heap stays)
+        return self._run_step(None, None, None, config.memory_limit, deadline)
 
     def resume(
         self,
@@ -468,7 +464,7 @@ class LuaSession:
         ``lua_close`` in lupa's dealloc, which holds the GIL, has little left to do.
         """
         shutdown = self._shutdown
-        self._step = self._collect = self._shutdown = None
+        self._step = self._shutdown = None
         self._host = None
         self._slice = None
         if shutdown is not None:

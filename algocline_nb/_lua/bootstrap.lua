@@ -2,10 +2,12 @@
 -- driver). Everything else loads on first use: services.lua (host services, state, require,
 -- print, loaders, coroutine relays) and then the prelude, so a paused session stays small.
 --
--- Run once per runtime as
+-- Run once per runtime, in one host call (lupa's execute of the bytecode), as
 --   bootstrap(host, NULL, budgeted, package_path, sandbox, hook_count, state_dir, cards_dir,
---             scenarios_dir, rt)  -> prepare, step, collectgarbage
---   prepare(code, ctx_ops, ctx_vals, chunkname) -> true, address | nil, message
+--             scenarios_dir, rt, code, ctx_ops, ctx_vals, chunkname)
+--     -> step, shutdown, main_address, true, address | ..., nil, message
+-- which sets up the core, then compiles the strategy `code` into its coroutine (`address`:
+-- its lua_State*, for the host's hook) or returns the compile error `message`;
 --   step(ok, value, level)             -> tag, ...
 -- `host(op, ...)` is the session's Python bridge; it lives in upvalues only, never in _G.
 -- alc.llm / alc.llm_batch yield their raw arguments; the host validates them and answers by
@@ -19,7 +21,7 @@
 -- `rt(op, ...)` is the runtime's own bridge: rt("adopt", address) puts its C hook on a new
 -- coroutine; rt("preempted", address) tells (once) whether that hook suspended it.
 local host, NULL, budgeted, package_path, sandbox, hook_count, state_dir, cards_dir,
-  scenarios_dir, rt = ...
+  scenarios_dir, rt, code, ctx_ops, ctx_vals, chunkname = ...
 
 local traceback, sethook = debug.traceback, debug.sethook
 local co_create, co_resume, co_status = coroutine.create, coroutine.resume, coroutine.status
@@ -321,8 +323,16 @@ local function finish(ok, tag, a, b)
 end
 
 -- (the host checks for cancellation before each step: no Python call here)
+-- At the first pause a full collection frees the set-up garbage (the bytecode, this chunk) at
+-- once rather than over the next GC cycle: a paused session keeps only its live heap.
+local first_pause = true
 local function step(ok, value, level)
-  return finish(co_resume(main_co, ok, value, level))
+  local tag, a, b = finish(co_resume(main_co, ok, value, level))
+  if first_pause and (tag == "pause" or tag == "batch") then
+    first_pause = false
+    gc("collect")
+  end
+  return tag, a, b
 end
 
 -- Before the host drops the runtime (on a Lua worker): let go of everything the strategy
@@ -335,6 +345,7 @@ local function shutdown()
   gc("collect")
 end
 
--- The host runs a full collection once the session first pauses: the set-up garbage (the
--- bytecode, this chunk) is then freed at once rather than over the next GC cycle.
-return prepare, step, collectgarbage, shutdown, string.format("%p", co_running())
+-- One host call sets a session up: the runtime's core, then the strategy's coroutine.
+local ok, address = prepare(code, ctx_ops, ctx_vals, chunkname)
+code, ctx_vals = nil, nil
+return step, shutdown, string.format("%p", co_running()), ok, address
