@@ -197,6 +197,7 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
         self.abandoned_steps = 0
         self._starting: collections.deque[Session] = collections.deque()
         self._start_scheduled = False
+        self._hooks: tuple[Any, Any] | None = None  # (post, retire): one bound method each
         """Cancelled sessions whose step was still in one long C call (see ``cancel``)."""
 
     # ------------------------------------------------------------------ plumbing
@@ -317,6 +318,9 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
     ) -> str:
         spec_kind, code, ctx_json, budget, name = prepared
         assert self._executor is not None
+        hooks = self._hooks
+        if hooks is None:  # shared by every session (fewer objects for the cyclic GC)
+            hooks = self._hooks = (self._executor.post, self._retire)
         session = Session(
             _new_id(),
             spec_kind=spec_kind,
@@ -325,8 +329,8 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
             budget=budget,
             name=name,
             loop=loop,
-            post=self._executor.post,
-            retire=self._retire,
+            post=hooks[0],
+            retire=hooks[1],
             responder=responder,
             store=self._store,
             memory_limit=self.memory_limit,

@@ -26,8 +26,10 @@ class Responding(RegistryBase):
 
     def _respond(self, session: Session, responder: Any, prompts: tuple[PausePrompt, ...]) -> None:
         """Ask ``responder`` for every query of the pause; answers are delivered as they come."""
-        inline = bool(getattr(responder, "inline", False)) and not is_async(responder)
+        asynchronous = is_async(responder)
+        inline = not asynchronous and bool(getattr(responder, "inline", False))
         for prompt in prompts:
+            coro: Awaitable[Any] | None = None
             if inline:
                 try:
                     reply: Any = responder(prompt)
@@ -37,32 +39,39 @@ class Responding(RegistryBase):
                 if not inspect.isawaitable(reply):
                     self._deliver(session, prompt.query_id, reply)
                     continue
-                coro: Awaitable[Any] = reply
-            else:
-                coro = self._call_responder(responder, prompt)
-            task = asyncio.ensure_future(self._await_reply(session, prompt.query_id, coro))
+                coro = reply
+            # one task per query, one coroutine in it (the shape of a real client's call)
+            task = asyncio.ensure_future(self._ask(session, responder, prompt, asynchronous, coro))
             self._responder_tasks.add(task)
             task.add_done_callback(self._responder_tasks.discard)
 
-    async def _call_responder(self, responder: Any, prompt: PausePrompt) -> Any:
-        if self._responder_slots is None:
-            self._responder_slots = asyncio.Semaphore(self.responder_concurrency)
-        async with self._responder_slots:
-            if is_async(responder):
-                return await responder(prompt)
-            reply = await _on_daemon_thread(responder, prompt)
-            if inspect.isawaitable(reply):
-                reply = await reply
-            return reply
-
-    async def _await_reply(self, session: Session, qid: str, pending: Awaitable[Any]) -> None:
+    async def _ask(
+        self,
+        session: Session,
+        responder: Any,
+        prompt: PausePrompt,
+        asynchronous: bool,
+        pending: Awaitable[Any] | None,
+    ) -> None:
+        """Await one reply (``pending``: what an inline responder returned) and deliver it."""
         try:
-            reply = await pending
+            if pending is not None:
+                reply = await pending
+            else:
+                if self._responder_slots is None:
+                    self._responder_slots = asyncio.Semaphore(self.responder_concurrency)
+                async with self._responder_slots:
+                    if asynchronous:
+                        reply = await responder(prompt)
+                    else:
+                        reply = await _on_daemon_thread(responder, prompt)
+                        if inspect.isawaitable(reply):
+                            reply = await reply
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # SystemExit, KeyboardInterrupt from its code included
             reply = exc
-        self._deliver(session, qid, reply)
+        self._deliver(session, prompt.query_id, reply)
 
     def _deliver(self, session: Session, qid: str, reply: Any) -> None:
         """Hand one responder reply (or its exception) to the session, if it still waits."""
