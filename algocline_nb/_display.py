@@ -296,7 +296,27 @@ def _text_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 # --------------------------------------------------------------------------- collections
 
 
-class SessionTable:
+class Rendered:
+    """A value shown as text and HTML (``text()`` / ``html()``): IPython's display hooks."""
+
+    __slots__ = ()
+
+    def text(self) -> str:
+        raise NotImplementedError  # abstract: every subclass renders itself
+
+    def html(self) -> str:
+        raise NotImplementedError  # abstract: every subclass renders itself
+
+    def _repr_html_(self) -> str:
+        return self.html()
+
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None, **kwargs: Any
+    ) -> dict[str, str]:
+        return _bundle(self.text(), self.html(), include, exclude)
+
+
+class SessionTable(Rendered):
     """Several sessions as a table (``%session list``): name, id, state and counts."""
 
     __slots__ = ("snapshots",)
@@ -349,19 +369,11 @@ class SessionTable:
         ]
         return _table(head, body, note)
 
-    def _repr_html_(self) -> str:
-        return self.html()
-
-    def _repr_mimebundle_(
-        self, include: Any = None, exclude: Any = None, **kwargs: Any
-    ) -> dict[str, str]:
-        return _bundle(self.text(), self.html(), include, exclude)
-
     def __repr__(self) -> str:
         return f"SessionTable({len(self.snapshots)} sessions)"
 
 
-class EventList:
+class EventList(Rendered):
     """A session's events (``%session events``), one deterministic line each."""
 
     __slots__ = ("events", "omitted", "title")
@@ -402,14 +414,6 @@ class EventList:
         return f"<b>events of session {_e(self.title)}</b>" + _table(
             ("seq", "kind", ""), body, note
         )
-
-    def _repr_html_(self) -> str:
-        return self.html()
-
-    def _repr_mimebundle_(
-        self, include: Any = None, exclude: Any = None, **kwargs: Any
-    ) -> dict[str, str]:
-        return _bundle(self.text(), self.html(), include, exclude)
 
     def __repr__(self) -> str:
         return f"EventList({len(self.events)} events)"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from ._display import TABLE_LIMIT, _bundle, _table, plural
+from ._display import TABLE_LIMIT, Rendered, _table, plural
 
 __all__ = ["GcTable", "gc_html"]
 
@@ -28,7 +28,7 @@ class _GcRow(Protocol):
     def duration_ms(self) -> float: ...
 
 
-class GcTable:
+class GcTable(Rendered):
     """GC statistics rows (``%session gc stats``): counts in text, timings in HTML only."""
 
     __slots__ = ("rows",)
@@ -69,14 +69,6 @@ class GcTable:
             for i, r in enumerate(rows)
         ]
         return _table(head, body, f"{hidden} older sweeps not shown" if hidden else "")
-
-    def _repr_html_(self) -> str:
-        return self.html()
-
-    def _repr_mimebundle_(
-        self, include: Any = None, exclude: Any = None, **kwargs: Any
-    ) -> dict[str, str]:
-        return _bundle(self.text(), self.html(), include, exclude)
 
     def __repr__(self) -> str:
         return f"GcTable({plural(len(self.rows), 'sweep')})"

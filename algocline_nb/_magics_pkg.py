@@ -13,7 +13,7 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from . import packages
-from ._display import _bundle, _e, _table, _text_table
+from ._display import Rendered, _bundle, _e, _table, _text_table
 from ._errors import PackageError
 
 __all__ = ["PackageList", "PackageNote", "add_commands", "command"]
@@ -75,7 +75,7 @@ def _short(commit: str | None) -> str:
     return (commit or "")[:SHORT]
 
 
-class PackageList:
+class PackageList(Rendered):
     """Installed packages as a table (``%session pkg list`` / ``install`` / ``update``)."""
 
     __slots__ = ("packages", "title")
@@ -111,14 +111,6 @@ class PackageList:
         ]
         title = f"<div>{_e(self.title)}</div>" if self.title else ""
         return title + _table(head, body)
-
-    def _repr_html_(self) -> str:
-        return self.html()
-
-    def _repr_mimebundle_(
-        self, include: Any = None, exclude: Any = None, **kwargs: Any
-    ) -> dict[str, str]:
-        return _bundle(self.text(), self.html(), include, exclude)
 
     def __repr__(self) -> str:
         return f"PackageList({len(self.packages)} packages)"
