@@ -24,16 +24,15 @@ each other.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from ._cards_io import put
 from ._errors import InvalidSpecError
 from ._types import Eval, Run, SessionSpec
 
@@ -210,7 +209,7 @@ class EvalStore:
         body = {"status": "completed", "result": report, "stats": stats, "algocline_nb": extra}
         text = json.dumps(body, ensure_ascii=False, allow_nan=False)
         eval_id = self._claim(f"{strategy}_{seconds}")
-        _atomic_write(self.evals_dir / f"{eval_id}.json", text)
+        _put_text(self.evals_dir / f"{eval_id}.json", text)
         agg = _obj(report.get("aggregated"))
         scores, auto = _obj(agg.get("scores")), _obj(stats.get("auto"))
         meta = {
@@ -225,7 +224,7 @@ class EvalStore:
             "elapsed_ms": auto.get("elapsed_ms"),
             "summary": report.get("summary"),
         }
-        _atomic_write(self.evals_dir / f"{eval_id}.meta.json", json.dumps(meta, ensure_ascii=False))
+        _put_text(self.evals_dir / f"{eval_id}.meta.json", json.dumps(meta, ensure_ascii=False))
         return eval_id
 
     def _claim(self, base: str) -> str:
@@ -271,18 +270,8 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+def _put_text(path: Path, text: str) -> None:
+    put(path, text.encode("utf-8"), new=False)  # a temporary of its own, then a rename
 
 
 def _obj(value: Any) -> Mapping[str, Any]:

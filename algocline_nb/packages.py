@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from ._cards_io import put
 from ._errors import PackageError
 from ._inputs import app_dir_of
 from ._pkg_fetch import Pick, Source, check_name, clone, copy_package, head_of, plan, source_of
@@ -250,10 +251,8 @@ def _add_scenarios(folder: Path, target: Path) -> None:
         if scenario.is_symlink() or not scenario.is_file() or os.path.lexists(dest):
             continue
         target.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{scenario.name}.", dir=target)
-        with os.fdopen(fd, "wb") as out:
-            out.write(scenario.read_bytes())
-        os.replace(tmp, dest)
+        with contextlib.suppress(FileExistsError):  # made meanwhile: the user's, kept
+            put(dest, scenario.read_bytes(), new=True)
 
 
 def _taken(names: builtins.list[str], packages: Path, name: str | None = None) -> PackageError:
@@ -369,16 +368,8 @@ def _load(app: Path) -> dict[str, Any]:
 
 
 def _save(app: Path, doc: Mapping[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".installed.json.", suffix=".tmp", dir=app)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(doc, file, indent=2, ensure_ascii=False)
-            file.write("\n")
-        os.replace(tmp, app / "installed.json")
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    put(app / "installed.json", text.encode("utf-8"), new=False)
 
 
 def _when(value: Any) -> datetime | None:
