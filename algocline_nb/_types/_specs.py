@@ -94,7 +94,7 @@ class Advice(SpecKind):
 
 @dataclass(frozen=True, slots=True)
 class Eval(SpecKind):
-    """Evaluate ``strategy`` on ``scenario`` (not run by this registry yet)."""
+    """Evaluate ``strategy`` on ``scenario``: every case graded, the result kept (``evals_df``)."""
 
     scenario: ScenarioRef
     strategy: str
