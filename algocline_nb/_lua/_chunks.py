@@ -76,32 +76,32 @@ PACKAGE_CACHE_SIZE: Final = 1024
 """Compiled package files kept per process (least recently used dropped first)."""
 
 _package_lock = threading.Lock()
-_packages: OrderedDict[tuple[str, int, int, str], bytes] = OrderedDict()
+_packages: OrderedDict[tuple[int, int, int, int, str], bytes] = OrderedDict()
 _compiler: Any = None
 
 
 def package_chunk(path: str, chunkname: str) -> tuple[bytes | None, str | None]:
     """A package file ``require`` found, compiled once per process: ``(bytecode, None)``.
 
-    Keyed by the file's resolved path, modification time and size (an edited file compiles
-    again) and the chunk name (``@cot/init.lua``, kept in the bytecode with the line
-    information, so tracebacks still name the package file). ``(None, message)`` when the
+    Keyed by the file's identity (device and inode, whatever path or link reached it),
+    modification time and size (an edited file compiles again) and the chunk name
+    (``@cot/init.lua``, kept in the bytecode with the line information, so tracebacks still
+    name the package file). ``(None, message)`` when the
     file cannot be read or does not compile (Lua's own message). The bytecode is made here,
     from the file's text; a strategy never hands the host a binary chunk.
     """
     try:
-        real = os.path.realpath(path)
-        st = os.stat(real)
+        st = os.stat(path)  # one stat: the file's identity (device, inode) is the key
     except OSError as exc:
         return None, f"cannot read the file: {exc.strerror or exc}"
-    key = (real, st.st_mtime_ns, st.st_size, chunkname)
+    key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size, chunkname)
     with _package_lock:
         code = _packages.get(key)
         if code is not None:
             _packages.move_to_end(key)
             return code, None
     try:
-        with open(real, "rb") as f:
+        with open(path, "rb") as f:
             source = f.read()
     except OSError as exc:
         return None, f"cannot read the file: {exc.strerror or exc}"
