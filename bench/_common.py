@@ -196,6 +196,35 @@ def lua_heap_kib(lua_session: Any) -> float:
     return float(runtime.globals().collectgarbage("count"))
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of this process's live threads, summed by thread role.
+
+    Read from ``/proc/self/task/<tid>/stat``; a thread's role is its Python name up to the last
+    ``-<number>`` (``algocline-lua-3`` -> ``algocline-lua``); threads that already ended are
+    not listed. Take it before and after a run and subtract (``cpu_delta``).
+    """
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    out: dict[str, float] = {}
+    for entry in os.scandir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+        name = names.get(int(entry.name), "other")
+        head, _, tail = name.rpartition("-")
+        role = head if head and tail.isdigit() else name
+        out[role] = out.get(role, 0.0) + seconds
+    return out
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: round(v - before.get(k, 0.0), 3) for k, v in after.items()}
+
+
 def settle_memory() -> None:
     gc.collect()
     with contextlib.suppress(Exception):
