@@ -38,8 +38,12 @@ __all__ = ["SPIN_NS", "STUCK_AFTER", "ExecutorStats", "LuaExecutor"]
 
 log = logging.getLogger("algocline_nb.lua")
 
-SPIN_NS: Final = 60_000
-"""How long a side waits in C (GIL released) for the other before it sleeps or moves on."""
+SPIN_NS: Final = 150_000
+"""How long a side waits in C (GIL released) for the other before it sleeps or moves on.
+
+Between two steps of a session answered by hand the loop does 60-110 µs of bookkeeping (the
+answer, six events, the observers): a 60 µs spin missed about half of those, and the worker
+then slept and had to be woken (20-360 µs); at 150 µs nearly every hand-off is a spin hit."""
 _LONG_STEP: Final = 0.01
 """A step running longer than this (seconds) counts as long: the pool may grow past it."""
 STUCK_AFTER: Final = 0.05
