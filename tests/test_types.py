@@ -961,3 +961,79 @@ def test_public_names_are_complete():
     # "sorted-ish": grouped, but every group is alphabetical within itself
     public_types = [n for n in algocline_nb.__all__ if n in _types.__all__]
     assert public_types == sorted(public_types)
+
+
+# ---- the quicker __init__ of the frozen value types (_fields._quick_init)
+
+
+def _quick_classes() -> list[type]:
+    from algocline_nb._types._events import Lagged, ProgressEvent
+    from algocline_nb._types._states import Paused
+    from algocline_nb._types._values import (
+        ExecutionResult,
+        FailureInfo,
+        PauseInfo,
+        PausePrompt,
+        TokenUsage,
+    )
+
+    return [
+        *ProgressEvent._by_kind.values(),
+        Lagged,
+        Paused,
+        TokenUsage,
+        PausePrompt,
+        PauseInfo,
+        ExecutionResult,
+        FailureInfo,
+    ]
+
+
+@pytest.mark.parametrize("cls", _quick_classes(), ids=lambda c: c.__name__)
+def test_quick_init_keeps_the_dataclass_signature_and_immutability(cls: type) -> None:
+    import inspect
+
+    assert cls.__init__.__qualname__ == f"{cls.__qualname__}.__init__"
+    sig = inspect.signature(cls.__init__)
+    names = [f.name for f in dataclasses.fields(cls)]
+    assert sorted(p for p in sig.parameters if p != "self") == sorted(names)
+    # every field set from the arguments it was given, defaults for the rest
+    values = {}
+    for f in dataclasses.fields(cls):
+        values[f.name] = f.default if f.default is not dataclasses.MISSING else object()
+    positional = [
+        values[p.name]
+        for p in sig.parameters.values()
+        if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.name != "self"
+    ]
+    keywords = {
+        p.name: values[p.name]
+        for p in sig.parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    obj = cls(*positional, **keywords)
+    for name, value in values.items():
+        assert getattr(obj, name) is value
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(obj, names[0], 1)
+    assert dataclasses.replace(obj) == obj
+    required = [
+        p
+        for p in sig.parameters.values()
+        if p.name != "self" and p.default is inspect.Parameter.empty
+    ]
+    if required:
+        with pytest.raises(TypeError, match="missing"):
+            cls()
+
+
+def test_quick_init_events_take_at_and_seq_by_keyword_only() -> None:
+    from algocline_nb._types._events import StateTransition
+    from algocline_nb._types._states import ExecutionStateTag as T
+
+    ev = StateTransition(T.PAUSED, T.RUNNING, at=5, seq=7)
+    assert (ev.from_, ev.to, ev.at, ev.seq) == (T.PAUSED, T.RUNNING, 5, 7)
+    assert StateTransition(T.PAUSED, T.RUNNING) == StateTransition(T.PAUSED, T.RUNNING, at=0, seq=0)
+    with pytest.raises(TypeError):
+        StateTransition(T.PAUSED, T.RUNNING, 5)  # type: ignore[misc]
+    assert ProgressEvent.from_dict(ev.to_dict()) == ev

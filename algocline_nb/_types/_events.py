@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, ClassVar
 
-from ._fields import _enum, _int, _opt_str, _req, _str
+from ._fields import _enum, _int, _opt_str, _quick_init, _req, _str
 from ._rich import _RichDisplay
 from ._states import ExecutionStateTag
 from ._values import PauseInfo, PauseKind, TokenUsage, _usage_from, _usage_to
@@ -232,3 +232,8 @@ class Lagged(_RichDisplay):
         if _req(d, "kind", "Lagged") != "lagged":
             raise ValueError("Lagged: kind must be 'lagged'")
         return cls(_int(_req(d, "missed", "Lagged"), "Lagged", "missed"))
+
+
+for _cls in (*ProgressEvent._by_kind.values(), Lagged):
+    _quick_init(_cls)
+del _cls

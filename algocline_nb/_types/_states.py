@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, cast
 
-from ._fields import JSON, _int, _req
+from ._fields import JSON, _int, _quick_init, _req
 from ._rich import _RichDisplay
 from ._values import (
     CancelReason,
@@ -320,3 +320,6 @@ def cast_state(state: ExecutionState, cls: type[_T]) -> _T:
     """Narrow ``state`` to ``cls`` for the type checker (asserting at run time)."""
     assert isinstance(state, cls)
     return cast(_T, state)
+
+
+_quick_init(Paused)  # made once per pause cycle

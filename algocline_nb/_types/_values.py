@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._fields import JSON, _enum, _int, _opt_int, _opt_str, _req, _str
+from ._fields import JSON, _enum, _int, _opt_int, _opt_str, _quick_init, _req, _str
 
 
 def now_ms() -> int:
@@ -228,3 +228,8 @@ class FailureInfo:
             _enum(FailureKind, _req(d, "kind", o), o),
             _int(_req(d, "occurred_at", o), o, "occurred_at"),
         )
+
+
+for _cls in (TokenUsage, PausePrompt, PauseInfo, ExecutionResult, FailureInfo):
+    _quick_init(_cls)
+del _cls
