@@ -29,6 +29,8 @@ from ._errors import SpawnError as SpawnError
 from ._errors import UnknownQueryError as UnknownQueryError
 from ._facade import SessionRegistry as SessionRegistry
 from ._facade import default_registry as default_registry
+from ._journal import Journal as Journal
+from ._journal import JournalError as JournalError
 from ._registry import AsyncSessionRegistry as AsyncSessionRegistry
 from ._registry import GcStats as GcStats
 from ._types import Advice as Advice

@@ -45,6 +45,7 @@ class Collector(RegistryBase):
         """Run one sweep now (what the GC task does every interval) and record its row."""
         stats = await sweep(self._sessions, self._terminal, seconds_of(ttl, "ttl") * 1000)
         self._gc_stats.append(stats)
+        self._journal_gc(stats)
         return stats
 
     def gc_stats(self) -> list[GcStats]:

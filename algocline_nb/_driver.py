@@ -15,6 +15,7 @@ from typing import Any, Final
 from ._lua._runtime import Cancelled as StepCancelled
 from ._lua._runtime import Finished, LuaSession, Pause, Preempted, StepFailed, StepResult
 from ._registry_base import RegistryBase
+from ._replay import Replay
 from ._session import Session
 from ._types import Cancelled as CancelledState
 from ._types import (
@@ -27,6 +28,7 @@ from ._types import (
     ResumeAccepted,
     Running,
     Tick,
+    TokenUsage,
     now_ms,
 )
 
@@ -90,6 +92,15 @@ class Driver(RegistryBase):
         if session.cancel_requested:  # checkpoint D: cancellation wins over any result
             self._finish_cancel(session)
             return
+        replay = session.replay
+        if replay is not None and replay.diverged is None and isinstance(result, Pause):
+            replay.diverged = replay.check(session.pauses, result.prompts)
+        if replay is not None and replay.diverged is not None:
+            info = FailureInfo(replay.diverged, FailureKind.ENGINE_ERROR, now_ms())
+            session.replay = None
+            session.transition(Failed(info))
+            self._on_terminal(session)
+            return
         if isinstance(result, Preempted):  # its slice is over: queue it behind the others
             lua = session.lua
             assert lua is not None
@@ -100,9 +111,14 @@ class Driver(RegistryBase):
                 self._finish_cancel(session)  # over the memory limit: failed
                 return
             session.pause(result.prompts)
+            if replay is not None and self._replayed(session, replay):
+                return
             responder = self.responder if session.responder is None else session.responder
-            if responder:
-                self._respond(session, responder, result.prompts)
+            if responder is not None and responder is not False:  # (a responder may be falsy)
+                pending = session.pending or {}
+                self._respond(
+                    session, responder, tuple(p for p in result.prompts if p.query_id in pending)
+                )
             return
         if isinstance(result, Finished):
             usage = session.usage()
@@ -153,7 +169,22 @@ class Driver(RegistryBase):
         if session.state.is_terminal:
             self._terminal[session.session_id] = None
 
-    def _continue(self, session: Session, paused: Paused) -> None:
+    def _replayed(self, session: Session, replay: Replay) -> bool:
+        """A revived session at a pause: answer it from the journal (True: it runs on), or
+        stay paused at the first query the journal did not answer."""
+        for qid, (response, error, pt, ct, at) in replay.answers_for(session.pauses - 1).items():
+            if session.pending is not None and qid in session.pending:
+                usage = None if pt is None and ct is None else TokenUsage(pt, ct)
+                session.answer(qid, response, error, usage, journaled_at=at)
+        if session.pending:  # live from here on (the events, once caught up, too)
+            if replay.caught_up and replay.tape_at >= len(replay.tape):
+                session.replay = None
+            return False
+        assert isinstance(session.state, Paused)
+        self._continue(session, session.state, durable=False)
+        return True
+
+    def _continue(self, session: Session, paused: Paused, *, durable: bool = True) -> None:
         """Every query is answered: Paused → Running, then the next step of the strategy."""
         session.pending = None
         session.transition(Running())
@@ -168,8 +199,16 @@ class Driver(RegistryBase):
         assert lua is not None
         assert self._loop is not None
         # the step runs in its own callback: resume returns first, and an inline responder
-        # answering the next pause does not recurse into this frame
-        self._loop.call_soon(self._step, session, lua.resume, (answers, error, self.memory_limit))
+        # answering the next pause does not recurse into this frame; journaled, it runs once
+        # the answers are on disk (an answer the strategy acted on is never lost)
+        step = functools.partial(
+            self._step, session, lua.resume, (answers, error, self.memory_limit)
+        )
+        journal = session.journal
+        if journal is not None and durable:
+            journal.after_commit(self._loop, step)
+        else:
+            self._loop.call_soon(step)
 
 
 def _timed(fn: Any, args: tuple[Any, ...], slice_: float) -> Any:

@@ -95,6 +95,7 @@ class SessionRegistry(AwaitableTwins):
         loop_slice: float = DEFAULT_LOOP_SLICE,
         native: bool | None = None,
         progress: bool | None = None,
+        journal: str | os.PathLike[str] | None = None,
     ) -> None:
         self.progress = progress
         self._core = AsyncSessionRegistry(
@@ -107,6 +108,7 @@ class SessionRegistry(AwaitableTwins):
             responder_concurrency=responder_concurrency,
             loop_slice=loop_slice,
             native=native,
+            journal=journal,
         )
         self._runner = LoopRunner(name="algocline-nb-registry")
         self._runner.set_shutdown_hook(self._core.close)
@@ -171,10 +173,18 @@ class SessionRegistry(AwaitableTwins):
         )
 
     def resume(self, session_id: str, answer: Answer) -> ResumeOutcome:
-        """Answer pending queries (see ``AsyncSessionRegistry.resume`` for the forms)."""
-        return self._runner.call_sync(
-            self._core.resume_nowait, session_id, answer, what=f"resume({session_id!r})"
-        )
+        """Answer pending queries (see ``AsyncSessionRegistry.resume`` for the forms).
+
+        With a journal it returns once the answer is on disk."""
+        what = f"resume({session_id!r})"
+        if self._core.journal is not None:
+            call = functools.partial(self._core.resume, session_id, answer)
+            return self._runner.call(call, what=what)
+        return self._runner.call_sync(self._core.resume_nowait, session_id, answer, what=what)
+
+    def from_journal(self) -> tuple[list[str], list[str]]:
+        """(ids of the sessions that came from the journal, ids of those revived by replay)."""
+        return self._runner.call_sync(self._core.from_journal_nowait, what="from_journal")
 
     def step(
         self, session_id: str, answer: Answer, timeout: float | None = None
@@ -396,9 +406,10 @@ _default_lock = threading.Lock()
 
 
 def default_registry() -> SessionRegistry:
-    """The process-wide registry the notebook layer uses (created on first call)."""
+    """The process-wide registry the notebook layer uses (created on first call; journaled
+    in ``$ALC_JOURNAL`` when that is set)."""
     global _default
     with _default_lock:
         if _default is None or _default.closed or _default.forked:
-            _default = SessionRegistry()
+            _default = SessionRegistry(journal=os.environ.get("ALC_JOURNAL") or None)
         return _default

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import itertools
 import os
 import time
@@ -26,47 +25,40 @@ from ._driver import CANCEL_GRACE, TURN_SLICE, Driver, _timed
 from ._errors import (
     AlreadyCancelledError,
     InvalidPayloadError,
-    InvalidSpecError,
     NotPausedError,
     SpawnError,
     UnknownQueryError,
 )
-from ._evals import EvalStore, eval_as_run
+from ._evals import EvalStore
 from ._frames import Frames
 from ._gc import GcStats
 from ._inputs import (
     Answer,
     Spec,
-    advice_as_run,
     app_dir_of,
-    check_ctx,
-    check_text,
-    normalize_spec,
     package_roots_of,
     reason_of,
     responses_of,
     utf8_ok,
 )
+from ._journal import Journal
+from ._journaling import Journaling
 from ._lua import _preempt
 from ._lua._executor import LuaExecutor
 from ._lua._runtime import LuaConfig
 from ._lua._store import StateStore
+from ._prepare import Prepared, check_many, prepare, prepare_item
 from ._responding import Responding
-from ._session import Budget, Session
+from ._session import Session
 from ._types import (
-    Advice,
     CancelCode,
     CancelReason,
     Continued,
-    Eval,
     ExecutionState,
     Partial,
     Paused,
     ResumeOutcome,
-    Run,
     SessionSnapshot,
-    SessionSpec,
-    SpecKind,
     now_ms,
 )
 from ._types import Cancelled as CancelledState
@@ -98,7 +90,7 @@ def _new_id() -> str:
     return f"ses-{now_ms()}-{next(_ids)}"
 
 
-class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
+class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames, Journaling):
     """Sessions of Lua strategies on the caller's asyncio loop.
 
     Parameters
@@ -130,6 +122,11 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
         100 ms. A step inside Lua code that cannot be suspended (a comparator, a callback, a
         module's top level under ``require``) holds its worker until it leaves that code; the
         pool then grows past it. Where lupa does not expose the Lua C API steps are not sliced.
+    journal
+        An SQLite file that keeps every session (its spec, events, answers, outcome) across
+        kernel restarts (CONTRACT §10): a registry opened on it again lists the earlier
+        sessions, and revives the ones that were paused or running by replaying them to their
+        first unanswered pause. Off by default.
     native
         Use the native helpers (``algocline_nb._native``) when they are built: the hand-off of a
         step to a worker and back in a few microseconds, and the count hook in C, which never
@@ -153,6 +150,7 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
         responder_concurrency: int = 16,
         loop_slice: float = DEFAULT_LOOP_SLICE,
         native: bool | None = None,
+        journal: str | os.PathLike[str] | Journal | None = None,
     ) -> None:
         if memory_limit is not None and memory_limit <= 0:
             raise ValueError("memory_limit must be a positive number of bytes (or None)")
@@ -198,6 +196,8 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
         self._starting: collections.deque[Session] = collections.deque()
         self._start_scheduled = False
         self._hooks: tuple[Any, Any] | None = None  # (post, retire): one bound method each
+        self._journal = journal if isinstance(journal, Journal | None) else Journal(journal)
+        self.revived: list[str] = []
         """Cancelled sessions whose step was still in one long C call (see ``cancel``)."""
 
     # ------------------------------------------------------------------ plumbing
@@ -273,47 +273,14 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
         prepared = [self._prepare_item(i, spec) for i, spec in self._check_many(specs)]
         return [self._register(loop, item, responder) for item in prepared]
 
-    @staticmethod
-    def _check_many(specs: Iterable[Spec]) -> list[tuple[int, Spec]]:
-        if isinstance(specs, str | Mapping | SessionSpec | SpecKind):
-            raise InvalidSpecError("spawn_many takes an iterable of specs, not a single spec")
-        return list(enumerate(specs))
-
-    def _prepare_item(
-        self, i: int, spec: Spec
-    ) -> tuple[str, str, str | None, Budget | None, str | None]:
-        try:
-            return self._prepare(spec, None, None)
-        except InvalidSpecError as exc:
-            raise InvalidSpecError(f"specs[{i}]: {exc}") from None
-
-    def _prepare(
-        self, spec: Spec, ctx: Mapping[str, Any] | None, name: str | None
-    ) -> tuple[str, str, str | None, Budget | None, str | None]:
-        """Check one spec: (spec kind, Lua code, ctx JSON, budget, name), or InvalidSpecError."""
-        full = normalize_spec(spec)
-        if ctx is not None:
-            full = dataclasses.replace(full, ctx=ctx)
-        kind = full.kind
-        if isinstance(kind, Eval):
-            full = eval_as_run(kind, full)
-        if isinstance(kind, Advice):
-            full = advice_as_run(kind, full)
-        run = full.kind
-        if not isinstance(run, Run):
-            raise InvalidSpecError(f"unknown spec kind {kind!r}")
-        if not isinstance(run.code, str) or not run.code.strip():
-            raise InvalidSpecError("code must not be empty")
-        check_text(run.code, "code")
-        ctx_json, budget = check_ctx(full.ctx)
-        if name is not None and not isinstance(name, str):
-            raise InvalidSpecError(f"name must be a string, got {type(name).__name__}")
-        return kind.kind, run.code, ctx_json, budget, name
+    _check_many = staticmethod(check_many)
+    _prepare_item = staticmethod(prepare_item)
+    _prepare = staticmethod(prepare)
 
     def _register(
         self,
         loop: asyncio.AbstractEventLoop,
-        prepared: tuple[str, str, str | None, Budget | None, str | None],
+        prepared: Prepared,
         responder: Any,
     ) -> str:
         spec_kind, code, ctx_json, budget, name = prepared
@@ -338,6 +305,7 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
             evals=self._evals,
             cards=self._cards,
         )
+        self._journal_spawned(session)
         self._sessions[session.session_id] = session
         self._starting.append(session)
         if not self._start_scheduled:
@@ -362,7 +330,10 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
         or a ``QueryResponse``. Returns ``Continued`` when the strategy runs again, or
         ``Partial`` with the ids still pending.
         """
-        return self.resume_nowait(session_id, answer)
+        outcome = self.resume_nowait(session_id, answer)
+        if self._journal is not None:  # acknowledged only once it is on disk
+            await self._journal.durable()
+        return outcome
 
     def resume_nowait(self, session_id: str, answer: Answer) -> ResumeOutcome:
         session = self._get(session_id)
@@ -407,7 +378,7 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
         as ``resume``; ``TimeoutError`` after ``timeout`` seconds (the answer is kept and the
         session runs on).
         """
-        outcome = self.resume_nowait(session_id, answer)
+        outcome = await self.resume(session_id, answer)
         if isinstance(outcome, Partial):
             return outcome
         return await self.wait_paused(session_id, timeout)
@@ -444,6 +415,8 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
         return self.sessions_nowait()
 
     def sessions_nowait(self) -> list[SessionSnapshot]:
+        if self._loop is None and self._journal is not None:
+            self._bind()  # the journal's sessions come back when the loop is known
         return [s.snapshot() for s in self._sessions.values()]
 
     async def snapshot(self, session_id: str) -> SessionSnapshot:
@@ -464,6 +437,8 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
         if self._closed:
             return
         self._closed = True
+        if self._journal is not None:  # live sessions stay revivable: their cancel is not kept
+            self._journal.freeze()
         if self._gc_task is not None:
             self._gc_task.cancel()
             self._gc_task = None
@@ -490,6 +465,8 @@ class AsyncSessionRegistry(Driver, Responding, Waiting, Collector, Frames):
         if self._executor is not None:
             self._executor.close()
         self._store.close()  # a step still stuck in C may use it again: it reopens what it needs
+        if self._journal is not None:
+            self._journal.close()
 
     @property
     def cards(self) -> CardStore:

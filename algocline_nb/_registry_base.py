@@ -16,7 +16,7 @@ from ._cards import CardStore
 from ._errors import SessionNotFoundError
 from ._evals import EvalStore
 from ._lua._executor import LuaExecutor
-from ._lua._runtime import LuaConfig
+from ._lua._runtime import LuaConfig, LuaSession
 from ._lua._store import StateStore
 from ._session import Session
 from ._types import PausePrompt, ResumeOutcome, SessionSnapshot
@@ -24,6 +24,7 @@ from ._types import PausePrompt, ResumeOutcome, SessionSnapshot
 if TYPE_CHECKING:
     from ._gc import GcStats
     from ._inputs import Answer
+    from ._journal import Journal
 
 __all__ = ["RegistryBase"]
 
@@ -56,12 +57,15 @@ class RegistryBase:
     _starting: collections.deque[Session]
     _start_scheduled: bool
     _closed: bool
+    _journal: Journal | None
+    _roots: tuple[Path, ...]
 
     def _bind(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
             self._executor = LuaExecutor(loop, native=self.native)
+            self._journal_restore(loop)
         elif loop is not self._loop:
             raise RuntimeError(
                 "this AsyncSessionRegistry belongs to another event loop; use it there, or use"
@@ -70,6 +74,8 @@ class RegistryBase:
         return loop
 
     def _get(self, session_id: str) -> Session:
+        if self._loop is None and self._journal is not None:
+            self._bind()  # the journal's sessions come back when the loop is known
         try:
             return self._sessions[session_id]
         except (KeyError, TypeError):
@@ -88,3 +94,15 @@ class RegistryBase:
 
     def _respond(self, session: Session, responder: Any, prompts: tuple[PausePrompt, ...]) -> None:
         raise NotImplementedError  # _responding.Responding
+
+    def _retire(self, lua: LuaSession) -> None:
+        raise NotImplementedError  # _driver.Driver
+
+    def _start_some(self) -> None:
+        raise NotImplementedError  # _driver.Driver
+
+    def _journal_restore(self, loop: asyncio.AbstractEventLoop) -> None:
+        raise NotImplementedError  # _journaling.Journaling
+
+    def _journal_gc(self, stats: GcStats) -> None:
+        raise NotImplementedError  # _journaling.Journaling

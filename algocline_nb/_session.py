@@ -12,18 +12,21 @@ import ctypes
 import functools
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from ._budget import Budget as Budget
 from ._bus import Bus
+from ._calls import CallRecord as CallRecord
+from ._calls import CallSnapshot as CallSnapshot
 from ._cards import CardStore
 from ._cards_bridge import card_host_op
 from ._evals import EvalStore, eval_host_op
+from ._journal import Journal, dumps
 from ._lua._chunks import package_chunk
 from ._lua._runtime import LuaSession, lua_chunk
 from ._lua._store import StateStore
+from ._replay import Replay, tape_encode, taped
 from ._types import (
     CancelInfo,
     Cancelled,
@@ -81,81 +84,6 @@ TRANSITIONS: Final[Mapping[ExecutionStateTag, frozenset[ExecutionStateTag]]] = {
 """Allowed moves; anything else (in particular leaving a terminal state) is refused."""
 
 
-class CallRecord:
-    """One LLM query of a session: prompt, answer, tokens and timing (mutable, loop thread)."""
-
-    __slots__ = (
-        "answered_at",
-        "completion_tokens",
-        "error",
-        "max_tokens",
-        "pause_index",
-        "prompt",
-        "prompt_tokens",
-        "query_id",
-        "requested_at",
-        "response",
-        "system",
-        "usage_provided",
-    )
-
-    def __init__(self, prompt: PausePrompt, pause_index: int, at: int) -> None:
-        self.query_id = prompt.query_id
-        self.prompt = prompt.prompt
-        self.system = prompt.system
-        self.max_tokens = prompt.max_tokens
-        self.pause_index = pause_index
-        self.requested_at = at
-        self.prompt_tokens = estimate_tokens(prompt.prompt) + estimate_tokens(prompt.system or "")
-        self.completion_tokens = 0
-        self.response: str | None = None
-        self.error: str | None = None
-        self.answered_at: int | None = None
-        self.usage_provided = False
-
-    def snapshot(self, session_id: str) -> CallSnapshot:
-        """A frozen copy of this record (completion tokens unknown until answered)."""
-        answered = self.answered_at is not None
-        return CallSnapshot(
-            session_id=session_id,
-            query_id=self.query_id,
-            pause_index=self.pause_index,
-            prompt=self.prompt,
-            system=self.system,
-            max_tokens=self.max_tokens,
-            response=self.response,
-            error=self.error,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens if answered else None,
-            usage_provided=self.usage_provided,
-            requested_at=self.requested_at,
-            answered_at=self.answered_at,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class CallSnapshot:
-    """A frozen view of one LLM query, made on the registry's loop (for the pandas export)."""
-
-    session_id: str
-    query_id: str
-    pause_index: int
-    prompt: str
-    system: str | None
-    max_tokens: int
-    response: str | None
-    error: str | None
-    prompt_tokens: int
-    completion_tokens: int | None
-    usage_provided: bool
-    requested_at: int
-    answered_at: int | None
-
-    @property
-    def latency_ms(self) -> int | None:
-        return None if self.answered_at is None else self.answered_at - self.requested_at
-
-
 class Session:
     """A session's record: what it runs, where it is, what happened to it."""
 
@@ -173,7 +101,9 @@ class Session:
         "eval_marks",
         "evals",
         "finished_at",
+        "from_journal",
         "host_bytes",
+        "journal",
         "lua",
         "memory_exceeded",
         "memory_limit",
@@ -181,15 +111,18 @@ class Session:
         "pauses",
         "pending",
         "post",
+        "replay",
         "responder",
         "retire",
         "roots",
+        "seed",
         "session_id",
         "spec_kind",
         "started",
         "state",
         "stats",
         "store",
+        "tape_n",
         "waiters",
     )
 
@@ -211,6 +144,8 @@ class Session:
         roots: tuple[Path, ...] = (),
         evals: EvalStore | None = None,
         cards: CardStore | None = None,
+        journal: Journal | None = None,
+        seed: int | None = None,
     ) -> None:
         self.session_id = session_id
         self.spec_kind = spec_kind
@@ -243,6 +178,11 @@ class Session:
         self.evals = evals  # where an Eval session keeps its result
         self.cards = cards  # the registry's alc.card store
         self.eval_marks: list[int] | None = None  # calls made before each eval case began
+        self.journal = journal  # where its spec, events, answers and host results are kept
+        self.seed = seed  # math.randomseed at the start (journaled sessions: replayable)
+        self.replay: Replay | None = None  # set while a revived session catches up
+        self.from_journal = False  # this process did not start it: it came from the journal
+        self.tape_n = 0  # host results journaled so far (worker thread)
 
     # ------------------------------------------------------------ stopping
 
@@ -265,9 +205,14 @@ class Session:
 
     def emit(self, event_cls: type[ProgressEvent], *args: Any, at: int | None = None) -> None:
         """Publish one event with the next ``seq``."""
+        replay = self.replay
+        if replay is not None and replay.swallow(event_cls):
+            return  # the journal holds it already (a revived session catching up)
         bus = self.bus
         event = event_cls(*args, at=now_ms() if at is None else at, seq=len(bus.events))
         bus.publish(event)
+        if self.journal is not None:
+            self.journal.event(self.session_id, event)
 
     def emit_at(self, at: int, event_cls: type[ProgressEvent], *args: Any) -> None:
         """``emit`` with a timestamp taken earlier (events made on a Lua worker thread)."""
@@ -282,6 +227,14 @@ class Session:
         self.state = new
         if new.is_terminal:
             self.finished_at = now_ms()
+            if self.journal is not None:
+                self.journal.put(
+                    "outcome",
+                    new.tag.value,
+                    self.finished_at,
+                    dumps(new.to_dict()),
+                    self.session_id,
+                )
             self.pending = None
             lua, self.lua = self.lua, None
             if lua is not None and lua.request_close():
@@ -313,12 +266,30 @@ class Session:
             self.emit(LlmCallBegin, qid, at=at)
 
     def answer(
-        self, qid: str, response: str | None, error: str | None, usage: TokenUsage | None
+        self,
+        qid: str,
+        response: str | None,
+        error: str | None,
+        usage: TokenUsage | None,
+        journaled_at: int | None = None,
     ) -> None:
-        """Record one answer of the current pause and emit ``llm_call_end``."""
+        """Record one answer of the current pause and emit ``llm_call_end`` (``journaled_at``:
+        when it was given, for an answer a replay takes from the journal)."""
         assert self.pending is not None
         record = self.pending.pop(qid)
-        record.answered_at = at = now_ms()
+        record.answered_at = at = now_ms() if journaled_at is None else journaled_at
+        if self.journal is not None and journaled_at is None:
+            self.journal.put(
+                "answer",
+                self.session_id,
+                record.pause_index,
+                qid,
+                response,
+                error,
+                None if usage is None else usage.prompt_tokens,
+                None if usage is None else usage.completion_tokens,
+                at,
+            )
         record.response = response
         record.error = error
         self.hold(len(response or "") + len(error or ""))
@@ -392,6 +363,26 @@ class Session:
         """Services for the strategy's runtime; called from Lua on a worker thread."""
         if op == "cancelled":
             return self.cancel_requested
+        if self.journal is not None and taped(op):
+            return self._taped(op, args)
+        return self._host(op, args)
+
+    def _taped(self, op: str, args: tuple[Any, ...]) -> Any:
+        """A host call whose result a replay must see again: from the journal while a revived
+        session catches up, else run and journaled."""
+        replay = self.replay
+        if replay is not None:
+            found, result = replay.next_result(op)
+            if found:
+                self.tape_n += 1
+                return result
+        result = self._host(op, args)
+        assert self.journal is not None
+        self.journal.put("tape", self.session_id, self.tape_n, op, tape_encode(result))
+        self.tape_n += 1
+        return result
+
+    def _host(self, op: str, args: tuple[Any, ...]) -> Any:
         if op == "log":
             title, content = cap_text(str(args[0])), cap_text(str(args[1]))
             if self.hold(len(title) + len(content)):
@@ -410,6 +401,10 @@ class Session:
             return self._budget_remaining()
         if op == "time":
             return time.time()
+        if op == "os_time":  # (journaled sessions: os.time() and os.clock() come here)
+            return int(time.time())
+        if op == "os_clock":
+            return time.process_time()
         if op == "chunk":
             return lua_chunk(str(args[0]))
         if op == "package":

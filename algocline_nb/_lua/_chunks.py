@@ -37,6 +37,7 @@ _CHUNK_NAMES: Final = {
     "mathstats": "=algocline_nb/mathstats.lua",
     "mathlib": "=algocline_nb/mathlib.lua",
     "searcher": "=algocline_nb/searcher.lua",
+    "journaled": "=algocline_nb/journaled.lua",
 }
 
 

@@ -270,6 +270,9 @@ class LuaSession:
             return StepFailed(f"session set-up failed: {exc}", FailureKind.ENGINE_ERROR)
         if ok is None:  # (nil, message): the code does not compile
             return StepFailed(str(address), FailureKind.LUA_ERROR)
+        seed = getattr(host, "seed", None)
+        if seed is not None:  # a journaled session: replayable (see journaled.lua)
+            lua.execute(lua_chunk("journaled"), host.host_call, seed)
         self._lua = lua
         self._step = step
         self._shutdown = shutdown
