@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import openai
 
 __all__ = [
+    "CachedResponder",
     "OpenAIResponder",
     "Reply",
     "Responder",
@@ -479,3 +480,6 @@ def _parse(response: object) -> Reply:
 
 def _malformed(detail: str) -> ResponderError:
     return ResponderError(f"{_ENDPOINT} returned a malformed body: {detail}")
+
+
+from ._cache import CachedResponder as CachedResponder  # noqa: E402 - it answers like the rest
