@@ -319,10 +319,11 @@ class Rendered:
 class SessionTable(Rendered):
     """Several sessions as a table (``%session list``): name, id, state and counts."""
 
-    __slots__ = ("snapshots",)
+    __slots__ = ("journal", "snapshots")
 
-    def __init__(self, snapshots: Iterable[SessionSnapshot]) -> None:
+    def __init__(self, snapshots: Iterable[SessionSnapshot], journal: str = "") -> None:
         self.snapshots = tuple(snapshots)
+        self.journal = journal  # a note on the sessions that came from the journal
 
     def __len__(self) -> int:
         return len(self.snapshots)
@@ -330,7 +331,8 @@ class SessionTable(Rendered):
     def _shown(self) -> tuple[tuple[SessionSnapshot, ...], str]:
         rows = self.snapshots[-TABLE_LIMIT:]
         hidden = len(self.snapshots) - len(rows)
-        return rows, (f"{hidden} older sessions not shown" if hidden else "")
+        notes = [f"{hidden} older sessions not shown" if hidden else "", self.journal]
+        return rows, "; ".join(n for n in notes if n)
 
     def text(self) -> str:
         if not self.snapshots:

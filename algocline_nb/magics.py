@@ -28,7 +28,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 
 from . import _magics_pkg
-from ._display import EventList, SessionTable, label
+from ._display import EventList, SessionTable, label, plural
 from ._display_gc import GcTable
 from ._errors import AlgoclineError, SessionNotFoundError
 from ._facade import SessionRegistry, default_registry
@@ -269,7 +269,13 @@ def _cmd_list(m: SessionMagics, args: argparse.Namespace, cell: str | None) -> A
     module = _widgets() if args.live and _use_widgets(m.shell) else None
     if module is not None:
         return module.RegistryWidget(m.registry)
-    return SessionTable(m.registry.sessions())
+    snapshots = m.registry.sessions()
+    came, revived = m.registry.from_journal()
+    note = ""
+    if came:
+        note = f"--journal: {plural(len(came), 'session')} came from the journal"
+        note += f", {len(revived)} of them revived by replay" if revived else ""
+    return SessionTable(snapshots, note)
 
 
 def _cmd_show(m: SessionMagics, args: argparse.Namespace, cell: str | None) -> Any:

@@ -258,6 +258,30 @@ def test_list(shell: InteractiveShell, registry: SessionRegistry) -> None:
     assert "<table>" in table._repr_html_()
 
 
+def test_list_notes_the_sessions_that_came_from_the_journal(
+    shell: InteractiveShell, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = tmp_path / "j.sqlite"
+    with SessionRegistry(app_dir=tmp_path / "alc", journal=journal) as before:
+        before.await_terminal(before.spawn("return 1", name="ended"), timeout=10)
+        before.wait_paused(before.spawn('return alc.llm("q")', name="asking"), timeout=10)
+    with SessionRegistry(app_dir=tmp_path / "alc", journal=journal) as after:
+        monkeypatch.setattr(magics, "default_registry", lambda: after)
+        for snap in after.sessions():  # (the revived one replays to its pause first)
+            after.wait_paused(snap.session_id, timeout=10)
+        table = line(shell, "list")
+        rows = table.text().splitlines()
+        assert rows[0].split() == ["session", "state", "pauses", "llm_calls", "tokens", "events"]
+        assert [r.split()[:2] for r in rows[1:3]] == [["'ended'", "done"], ["'asking'", "paused"]]
+        assert (
+            rows[3] == "(--journal: 2 sessions came from the journal, 1 of them revived by replay)"
+        )
+        assert "came from the journal" in table._repr_html_()
+        fresh = after.spawn("return 2", name="new")
+        after.await_terminal(fresh, timeout=10)
+        assert line(shell, "list").text().splitlines()[-1].startswith("(--journal: 2 sessions")
+
+
 def test_show_by_id_name_and_number(shell: InteractiveShell, registry: SessionRegistry) -> None:
     snap = cell(shell, "run --wait", "return 7")  # unnamed
     number = "#" + snap.session_id.rsplit("-", 1)[1]
