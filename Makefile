@@ -23,7 +23,7 @@ export ALC_ENGINE_TESTS ?= $(call fixture,algocline-engine-tests)
 # The example notebooks we ship, by name: nbval compares these and `make notebooks` re-executes
 # these, never the whole folder, which `make run` serves as the user's workspace (a notebook
 # saved there is the user's own). tests/test_notebooks.py::NAMES is the same list.
-NOTEBOOKS := 01-quickstart 02-strategies 03-analysis 04-magics 05-evaluate
+NOTEBOOKS := 01-quickstart 02-strategies 03-analysis 04-magics 05-evaluate 06-durable
 NB_NEEDS_FIXTURES := 05-evaluate
 nb_files = $(patsubst %,notebooks/%.ipynb,$(1))
 NB_COMPARED := $(call nb_files,$(if $(ALC_BUNDLED_PACKAGES),$(NOTEBOOKS),$(filter-out $(NB_NEEDS_FIXTURES),$(NOTEBOOKS))))

@@ -50,7 +50,14 @@ expect = sync_api.expect
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-SHIPPED = ["01-quickstart", "02-strategies", "03-analysis", "04-magics", "05-evaluate"]
+SHIPPED = [
+    "01-quickstart",
+    "02-strategies",
+    "03-analysis",
+    "04-magics",
+    "05-evaluate",
+    "06-durable",
+]
 #: Screenshots of failed checks and the server's log.
 ARTIFACTS = Path(
     os.environ.get("ALC_BROWSER_ARTIFACTS")

@@ -36,7 +36,7 @@ nbformat = pytest.importorskip("nbformat")
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 SANITIZE = NOTEBOOKS / "nbval-sanitize.cfg"
-NAMES = ["01-quickstart", "02-strategies", "03-analysis", "04-magics", "05-evaluate"]
+NAMES = ["01-quickstart", "02-strategies", "03-analysis", "04-magics", "05-evaluate", "06-durable"]
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
