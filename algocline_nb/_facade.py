@@ -20,6 +20,7 @@ from ._bus import Observer
 from ._cards import CardStore, warn_skipped
 from ._evals import resolve_scenario_files
 from ._facade_async import AwaitableTwins
+from ._journal import Journal
 from ._kernel_wait import comm_pump, wait_call
 from ._progress import follow, wait_hook
 from ._registry import (
@@ -122,6 +123,12 @@ class SessionRegistry(AwaitableTwins):
     def loop(self) -> Any:
         """The registry's event loop (started on first use)."""
         return self._runner.loop
+
+    @property
+    def journal(self) -> Journal | None:
+        """The journal (``journal=PATH``) or None; its ``prune``, ``size_bytes`` and ``load``
+        work from any thread."""
+        return self._core.journal
 
     @property
     def cards(self) -> CardStore:

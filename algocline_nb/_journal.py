@@ -34,7 +34,7 @@ __all__ = ["SCHEMA_VERSION", "Journal", "JournalError", "JournaledSession", "dum
 log = logging.getLogger("algocline_nb.journal")
 
 SCHEMA_VERSION: Final = 1
-_BATCH: Final = 2048
+_BATCH: Final = 4096
 """Most queued writes one transaction takes."""
 
 _V1: Final = """
@@ -55,9 +55,8 @@ CREATE TABLE events (
     seq INTEGER NOT NULL,
     at INTEGER NOT NULL,
     kind TEXT NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (session_id, seq)
-) WITHOUT ROWID;
+    body TEXT NOT NULL
+);
 CREATE TABLE answers (
     session_id TEXT NOT NULL,
     pause_index INTEGER NOT NULL,
@@ -66,16 +65,14 @@ CREATE TABLE answers (
     error TEXT,
     prompt_tokens INTEGER,
     completion_tokens INTEGER,
-    at INTEGER NOT NULL,
-    PRIMARY KEY (session_id, pause_index, query_id)
-) WITHOUT ROWID;
+    at INTEGER NOT NULL
+);
 CREATE TABLE tape (
     session_id TEXT NOT NULL,
     n INTEGER NOT NULL,
     op TEXT NOT NULL,
-    result TEXT NOT NULL,
-    PRIMARY KEY (session_id, n)
-) WITHOUT ROWID;
+    result TEXT NOT NULL
+);
 CREATE TABLE gc (
     n INTEGER PRIMARY KEY,
     body TEXT NOT NULL
@@ -83,16 +80,19 @@ CREATE TABLE gc (
 """
 
 _MIGRATIONS: Final[dict[int, str]] = {0: _V1}
-"""``user_version`` -> the script that brings a file at that version to the next one."""
+"""``user_version`` -> the script that brings a file at that version to the next one.
+
+Events, answers and host results are append-only tables in rowid order (no index): a commit
+touches only their last pages, whatever session the rows belong to, and a reopen reads them
+all in one pass anyway."""
 
 _SQL: Final[dict[str, str]] = {
     "session": "INSERT OR REPLACE INTO sessions (id, created_at, spec_kind, name, code, ctx_json,"
     " seed) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    "event": "INSERT OR REPLACE INTO events (session_id, seq, at, kind, body)"
-    " VALUES (?, ?, ?, ?, ?)",
-    "answer": "INSERT OR REPLACE INTO answers (session_id, pause_index, query_id, response, error,"
+    "event": "INSERT INTO events (session_id, seq, at, kind, body) VALUES (?, ?, ?, ?, ?)",
+    "answer": "INSERT INTO answers (session_id, pause_index, query_id, response, error,"
     " prompt_tokens, completion_tokens, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    "tape": "INSERT OR REPLACE INTO tape (session_id, n, op, result) VALUES (?, ?, ?, ?)",
+    "tape": "INSERT INTO tape (session_id, n, op, result) VALUES (?, ?, ?, ?)",
     "outcome": "UPDATE sessions SET state = ?, finished_at = ?, outcome = ? WHERE id = ?",
     "gc": "INSERT INTO gc (body) VALUES (?)",
 }
@@ -247,9 +247,12 @@ class Journal:
                     break
                 batch.append(item)
             barriers = self._commit(con, batch)
+            by_loop: dict[Any, list[Callable[[], None]]] = {}
             for loop, callback in barriers:
+                by_loop.setdefault(loop, []).append(callback)
+            for loop, callbacks in by_loop.items():  # one wake-up per loop, not per callback
                 try:
-                    loop.call_soon_threadsafe(callback)
+                    loop.call_soon_threadsafe(_run_all, callbacks)
                 except RuntimeError:  # that loop is closed: nobody waits any more
                     pass
             if batch[-1] is None:
@@ -296,8 +299,11 @@ class Journal:
     ) -> None:
         con.execute("BEGIN")
         try:
-            for kind, params in rows:
-                con.execute(_SQL[kind], params)
+            start = 0
+            for i in range(1, len(rows) + 1):  # runs of one kind: one executemany each
+                if i == len(rows) or rows[i][0] != rows[start][0]:
+                    con.executemany(_SQL[rows[start][0]], [p for _, p in rows[start:i]])
+                    start = i
             con.execute("COMMIT")
         except BaseException:
             if con.in_transaction:
@@ -331,7 +337,7 @@ class Journal:
                         js.unreadable.append(f"outcome: {exc}")
                 found[sid] = js
             for sid, seq, body in con.execute(
-                "SELECT session_id, seq, body FROM events ORDER BY session_id, seq"
+                "SELECT session_id, seq, body FROM events ORDER BY rowid"
             ):
                 js_ = found.get(sid)
                 if js_ is None:
@@ -342,13 +348,13 @@ class Journal:
                     js_.unreadable.append(f"event {seq}: {exc}")
             for sid, index, qid, response, error, pt, ct, at in con.execute(
                 "SELECT session_id, pause_index, query_id, response, error, prompt_tokens,"
-                " completion_tokens, at FROM answers"
+                " completion_tokens, at FROM answers ORDER BY rowid"
             ):
                 js_ = found.get(sid)
                 if js_ is not None:
                     js_.answers.setdefault(index, {})[qid] = (response, error, pt, ct, at)
             for sid, _n, op, result in con.execute(
-                "SELECT session_id, n, op, result FROM tape ORDER BY session_id, n"
+                "SELECT session_id, n, op, result FROM tape ORDER BY rowid"
             ):
                 js_ = found.get(sid)
                 if js_ is not None:
@@ -382,13 +388,12 @@ class Journal:
             con.execute("BEGIN IMMEDIATE")
             try:
                 ids = [r[0] for r in con.execute(f"SELECT id FROM sessions WHERE {where}", params)]
-                for table, column in (
-                    ("events", "session_id"),
-                    ("answers", "session_id"),
-                    ("tape", "session_id"),
-                    ("sessions", "id"),
-                ):
-                    con.executemany(f"DELETE FROM {table} WHERE {column} = ?", [(i,) for i in ids])
+                con.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (id TEXT PRIMARY KEY)")
+                con.execute("DELETE FROM doomed")
+                con.executemany("INSERT INTO doomed VALUES (?)", [(i,) for i in ids])
+                for table in ("events", "answers", "tape"):  # one pass over each
+                    con.execute(f"DELETE FROM {table} WHERE session_id IN (SELECT id FROM doomed)")
+                con.execute("DELETE FROM sessions WHERE id IN (SELECT id FROM doomed)")
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -409,6 +414,14 @@ class Journal:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("failed: " + self.error if self.error else "open")
         return f"<Journal {self.path} {state}>"
+
+
+def _run_all(callbacks: list[Callable[[], None]]) -> None:
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # pragma: no cover - a waiter's own failure
+            log.exception("algocline_nb: a journal commit callback failed")
 
 
 def dumps(value: Any) -> str:
