@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import RegistryFactory
@@ -42,11 +43,14 @@ def _acked(ack: Path) -> int:
         return 0
 
 
-def run_and_kill(tmp_path: Path, after: int) -> tuple[Path, list[tuple[str, int, str]], bool]:
-    """Run the child; SIGKILL it once ``after`` answers are acknowledged (0: while it spawns)."""
+def run_and_kill(
+    tmp_path: Path, after: int, *mode: str, n: int = N
+) -> tuple[Path, list[tuple[str, int, str]], bool]:
+    """Run the child; SIGKILL it once ``after`` answers are acknowledged (0: while it spawns;
+    with a responder: once the journal holds ``after`` KiB)."""
     journal, ack = tmp_path / "j.sqlite", tmp_path / "acks.txt"
     child = subprocess.Popen(
-        [sys.executable, str(CHILD), str(journal), str(tmp_path / "alc"), str(ack), str(N)],
+        [sys.executable, str(CHILD), str(journal), str(tmp_path / "alc"), str(ack), str(n), *mode],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         preexec_fn=_limits,
@@ -57,7 +61,14 @@ def run_and_kill(tmp_path: Path, after: int) -> tuple[Path, list[tuple[str, int,
         line = child.stdout.readline()  # bounded: the child prints it at once or dies
         assert line.strip() == b"ready", (line, child.stderr.read() if child.stderr else b"")
         deadline = time.monotonic() + 30
-        while _acked(ack) < after and child.poll() is None and time.monotonic() < deadline:
+
+        def reached() -> bool:
+            if mode:
+                wal = journal.with_name(journal.name + "-wal")
+                return sum(p.stat().st_size for p in (journal, wal) if p.exists()) >= after << 10
+            return _acked(ack) >= after
+
+        while not reached() and child.poll() is None and time.monotonic() < deadline:
             time.sleep(0.002)
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
@@ -134,3 +145,33 @@ async def test_kill_9_loses_no_acknowledged_answer(
         assert len(acks) >= after
         assert len(sessions) == N  # every spawned session was on disk before its answers
     await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("kib", [64, 1024])
+async def test_kill_9_in_a_responder_sweep_revives_every_unfinished_session(
+    make_registry: RegistryFactory, tmp_path: Path, kib: int
+) -> None:
+    """1,000 sessions answered by a responder; killed mid-sweep; every session the journal
+    holds is finished by the next registry, each with the value of an uninterrupted run."""
+    journal, _, finished = run_and_kill(tmp_path, kib, "responder", n=1000)
+    assert not finished, "the sweep ended before it was killed"
+    on_disk = Journal(journal)
+    try:
+        loaded = on_disk.load()
+    finally:
+        on_disk.close()
+    unfinished = [js.session_id for js in loaded if js.state is None]
+    assert unfinished, "nothing was left unfinished"
+
+    def answer(prompt: Any) -> str:
+        word, rest = prompt.prompt.split(" ", 1)
+        return f"{rest.split('-')[0]}-{int(word[1:])}"
+
+    reg = make_registry(journal=journal, app_dir=tmp_path / "alc", responder=answer)
+    sessions = await reg.sessions()
+    assert len(sessions) == len(loaded)
+    assert set(reg.revived) == set(unfinished)
+    outs = await reg.await_all([s.session_id for s in sessions], timeout=60)
+    for snap, out in zip(sessions, outs, strict=True):
+        i = json.loads(reg._sessions[snap.session_id].ctx_json or "{}")["i"]
+        assert out.value == [f"{i}-0", f"{i}-1", f"{i}-2"], (snap.session_id, out)
